@@ -1,0 +1,105 @@
+"""Magnitude masks: which weights a given sparsity removes (layer-wise, global, N:M).
+
+Masks are boolean tensors shaped like the weight, ``True`` where the weight is kept.
+Counts are exact: a layer pruned at sparsity ``s`` loses ``round(s * numel)`` weights,
+ties broken by index so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor
+
+
+def check_sparsity(sparsity: float) -> float:
+    """Return ``sparsity`` as a float, or raise ``ValueError`` if it is outside [0, 1)."""
+    try:
+        s = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+    if not 0.0 <= s < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1) (0.7 = 70% zeros), got {sparsity!r}")
+    return s
+
+
+def parse_nm(pattern: str) -> tuple[int, int]:
+    """Parse ``"N:M"`` (keep N of every M consecutive weights) into ``(N, M)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(pattern))
+    if not match:
+        raise ValueError(f"pattern must look like 'N:M' (e.g. '2:4'), got {pattern!r}")
+    n, m = int(match[1]), int(match[2])
+    if m < 1 or n < 1 or n >= m:
+        raise ValueError(f"N:M pattern needs 1 <= N < M, got {pattern!r}")
+    return n, m
+
+
+def _prune_lowest(scores: Tensor, k: int) -> Tensor:
+    """Keep-mask over flat ``scores`` that drops exactly the ``k`` smallest."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if k <= 0:
+        return keep
+    thr = scores.kthvalue(k).values
+    below = scores < thr
+    ties = (scores == thr).nonzero().flatten()
+    need = k - int(below.sum())
+    keep &= ~below
+    keep[ties[:need]] = False
+    return keep
+
+
+def layer_masks(weights: list[Tensor], sparsity: float) -> list[Tensor]:
+    """Per-layer magnitude masks: each layer loses ``round(sparsity * numel)`` weights."""
+    out = []
+    for w in weights:
+        a = w.detach().abs().flatten()
+        out.append(_prune_lowest(a, round(sparsity * a.numel())).view_as(w))
+    return out
+
+
+def global_masks(weights: list[Tensor], sparsity: float) -> list[Tensor]:
+    """One magnitude threshold over all layers: ``round(sparsity * total)`` weights go."""
+    flat = torch.cat([w.detach().abs().flatten().float() for w in weights])
+    keep = _prune_lowest(flat, round(sparsity * flat.numel()))
+    return [k.view_as(w) for k, w in zip(keep.split([w.numel() for w in weights]), weights,
+                                          strict=True)]
+
+
+def nm_mask(weight: Tensor, n: int, m: int, name: str = "layer") -> Tensor:
+    """Keep the ``n`` largest of every ``m`` consecutive input-channel weights.
+
+    For a conv the groups run along the input channels at each kernel position (the layout
+    sparse tensor cores use); the layer's input channels (per group) must divide by ``m``.
+    """
+    w = weight.detach().abs()
+    x = w.movedim(1, -1) if w.dim() == 4 else w  # (out, kh, kw, in) or (out, in)
+    if x.shape[-1] % m:
+        raise ValueError(
+            f"N:M pattern {n}:{m}: layer {name!r} has {x.shape[-1]} input channels per "
+            f"group, not divisible by {m}; exclude it (exclude=[{name!r}])"
+        )
+    groups = x.reshape(-1, m)
+    idx = groups.topk(n, dim=1, sorted=False).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, idx, True)
+    keep = keep.view_as(x)
+    return keep.movedim(-1, 1) if w.dim() == 4 else keep
+
+
+def compute_masks(
+    weights: list[Tensor],
+    sparsity: float,
+    scope: str = "layer",
+    pattern: str | None = None,
+    names: list[str] | None = None,
+) -> list[Tensor]:
+    """Masks for ``weights`` at ``sparsity`` (``scope`` 'layer' or 'global', or N:M)."""
+    names = names or [f"layer{i}" for i in range(len(weights))]
+    if pattern is not None:
+        n, m = parse_nm(pattern)
+        return [nm_mask(w, n, m, nm) for w, nm in zip(weights, names, strict=True)]
+    if scope == "layer":
+        return layer_masks(weights, sparsity)
+    if scope == "global":
+        return global_masks(weights, sparsity)
+    raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")

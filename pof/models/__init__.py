@@ -1,0 +1,32 @@
+"""Model zoo: torchvision-compatible ImageNet models and CIFAR variants."""
+
+from .mobilenetv2 import MobileNetV2, mobilenet_v2, mobilenet_v2_cifar
+from .registry import create_model, default_input_size, list_models, register_model
+from .resnet import (
+    BasicBlock,
+    Bottleneck,
+    CifarResNet,
+    ResNet,
+    resnet18,
+    resnet20,
+    resnet50,
+    resnet56,
+)
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "CifarResNet",
+    "MobileNetV2",
+    "ResNet",
+    "create_model",
+    "default_input_size",
+    "list_models",
+    "mobilenet_v2",
+    "mobilenet_v2_cifar",
+    "register_model",
+    "resnet18",
+    "resnet20",
+    "resnet50",
+    "resnet56",
+]

@@ -1,0 +1,181 @@
+"""Hyperspherical layers: each output unit's weight vector lives on the unit sphere.
+
+``to_sphere`` reparametrises the selected Conv2d/Linear weights as ``w / ||w||`` per output
+unit with :mod:`torch.nn.utils.parametrize`. Converting a trained plain model keeps its
+eval-mode function: a BatchNorm that directly follows a layer absorbs the per-unit norm
+(running statistics and affine weight are rescaled); a layer with no such BatchNorm keeps a
+learnable per-unit ``scale``. ``from_sphere`` bakes the weights back into a plain model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .selection import select_layers
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _unit_view(v: Tensor, w: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (w.dim() - 1)))
+
+
+def row_norms(w: Tensor, eps: float = 1e-12) -> Tensor:
+    """L2 norm of each output unit's weight vector (shape ``(out,)``)."""
+    return w.flatten(1).norm(dim=1).clamp_min(eps)
+
+
+class UnitSphere(nn.Module):
+    """Parametrization ``w -> scale * w / ||w||`` per output unit (``scale`` optional)."""
+
+    def __init__(self, scale: Tensor | None = None, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = None if scale is None else nn.Parameter(scale.detach().clone())
+
+    def forward(self, w: Tensor) -> Tensor:
+        w = w / _unit_view(row_norms(w, self.eps), w)
+        return w if self.scale is None else w * _unit_view(self.scale, w)
+
+    def right_inverse(self, w: Tensor) -> Tensor:
+        return w
+
+
+def is_sphere(module: nn.Module) -> bool:
+    """True if ``module.weight`` is parametrized by :class:`UnitSphere`."""
+    return parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, UnitSphere) for p in module.parametrizations.weight
+    )
+
+
+def sphere_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """All ``(name, module)`` in ``model`` whose weight is on the sphere."""
+    return [(n, m) for n, m in model.named_modules() if is_sphere(m)]
+
+
+def following_norms(model: nn.Module) -> dict[str, str]:
+    """Map layer name -> name of a BatchNorm applied directly to its output.
+
+    Uses ``torch.fx`` tracing when the model traces; otherwise falls back to
+    registration order (a BatchNorm registered right after the layer, of matching width).
+    """
+    mods = dict(model.named_modules())
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any untraceable model uses the fallback
+        graph = None
+    pairs: dict[str, str] = {}
+    if graph is not None:
+        for node in graph.nodes:
+            layer = mods.get(node.target) if node.op == "call_module" else None
+            if not isinstance(layer, nn.Conv2d | nn.Linear):
+                continue
+            users = list(node.users)
+            if len(users) == 1 and users[0].op == "call_module":
+                if isinstance(mods.get(users[0].target), _NORMS):
+                    pairs[node.target] = users[0].target
+        return pairs
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    for (n, m), (n2, m2) in zip(leaves, leaves[1:], strict=False):
+        if isinstance(m, nn.Conv2d | nn.Linear) and isinstance(m2, _NORMS):
+            out = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+            if m2.num_features == out:
+                pairs[n] = n2
+    return pairs
+
+
+def _absorb_into_norm(layer: nn.Module, bn: nn.Module, n: Tensor) -> None:
+    """Rescale ``bn`` so that ``bn(layer(x) / n)`` equals ``bn(layer(x))`` in eval mode."""
+    if layer.bias is not None:
+        layer.bias.div_(n)
+    rv = bn.running_var
+    bn.weight.mul_(torch.sqrt((rv + bn.eps * n**2) / (rv + bn.eps)))
+    bn.running_mean.div_(n)
+    bn.running_var.div_(n**2)
+
+
+def _cosine_hook(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
+    """Divide a layer's output by the L2 norm of each input receptive field (SphereNet)."""
+    (x,) = args
+    if isinstance(module, nn.Linear):
+        norm = x.norm(dim=-1, keepdim=True)
+    else:
+        ones = torch.ones(
+            module.groups, module.in_channels // module.groups, *module.kernel_size,
+            dtype=x.dtype, device=x.device,
+        )
+        sq = F.conv2d(x * x, ones, None, module.stride, module.padding, module.dilation,
+                      module.groups)
+        norm = sq.clamp_min(0).sqrt().repeat_interleave(module.out_channels // module.groups, 1)
+    bias = module.bias
+    if bias is None:
+        return out / (norm + 1e-6)
+    b = bias.view(1, -1, *([1] * (out.dim() - 2))) if out.dim() > 2 else bias
+    return (out - b) / (norm + 1e-6) + b
+
+
+def to_sphere(
+    model: nn.Module,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    cosine: bool = False,
+    keep_first_conv: bool = True,
+) -> nn.Module:
+    """Put the selected layers' weights on the unit sphere per output unit, in place.
+
+    Default selection: every Conv2d and Linear except the network's first conv. Plain
+    mode keeps the eval-mode outputs of a trained model (to float rounding). ``cosine=True``
+    also divides each output by the norm of its input receptive field (SphereNet's cosine
+    layers); that changes the function, so use it when training from scratch.
+    Returns ``model``.
+    """
+    layers = select_layers(model, include, exclude, keep_first_conv)
+    for name, m in layers:
+        if parametrize.is_parametrized(m, "weight"):
+            raise ValueError(
+                f"layer {name!r} is already parametrized (on the sphere or pruned); "
+                "call pof.remove(model) / pof.from_sphere(model) first"
+            )
+    pairs = following_norms(model)
+    mods = dict(model.named_modules())
+    with torch.no_grad():
+        for name, m in layers:
+            n = row_norms(m.weight)
+            bn = mods[pairs[name]] if name in pairs else None
+            if bn is not None and bn.affine and bn.track_running_stats and not cosine:
+                _absorb_into_norm(m, bn, n)
+                param = UnitSphere()
+            else:
+                param = UnitSphere(scale=n if not cosine else torch.ones_like(n))
+            parametrize.register_parametrization(m, "weight", param)
+            if cosine:
+                m._pof_cosine_handle = m.register_forward_hook(_cosine_hook)
+    return model
+
+
+def from_sphere(model: nn.Module) -> nn.Module:
+    """Bake sphere weights into plain ``weight`` tensors with the same outputs, in place.
+
+    Pruned layers (``pof.prune``) must be made permanent with ``pof.remove`` first.
+    """
+    from .prune import is_pruned  # local: prune builds on sphere
+
+    layers = sphere_layers(model)
+    if not layers:
+        raise ValueError("model has no sphere layer; nothing to convert (see pof.to_sphere)")
+    for name, m in layers:
+        if is_pruned(m):
+            raise ValueError(f"layer {name!r} is pruned; call pof.remove(model) first")
+        if hasattr(m, "_pof_cosine_handle"):
+            raise ValueError(
+                f"layer {name!r} is a cosine layer (it normalises its inputs); "
+                "a plain layer cannot reproduce it"
+            )
+    for _, m in layers:
+        parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return model
