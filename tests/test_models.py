@@ -95,7 +95,7 @@ TV_PARAMS = {"resnet18": 11_689_512, "resnet50": 25_557_032, "mobilenet_v2": 3_5
 
 
 def test_registry_lists_all_models() -> None:
-    assert list_models() == sorted(IMAGENET + CIFAR)
+    assert list_models() == sorted(IMAGENET + CIFAR + ["small_cnn"])
 
 
 @pytest.mark.parametrize("name", IMAGENET + CIFAR)

@@ -12,6 +12,7 @@ from .resnet import (
     resnet50,
     resnet56,
 )
+from .small import SmallCNN, small_cnn
 
 __all__ = [
     "BasicBlock",
@@ -29,4 +30,6 @@ __all__ = [
     "resnet20",
     "resnet50",
     "resnet56",
+    "SmallCNN",
+    "small_cnn",
 ]

@@ -9,6 +9,7 @@ from torch import nn
 
 from .mobilenetv2 import mobilenet_v2, mobilenet_v2_cifar
 from .resnet import resnet18, resnet20, resnet50, resnet56
+from .small import small_cnn
 
 __all__ = ["register_model", "create_model", "list_models", "default_input_size"]
 
@@ -78,3 +79,4 @@ register_model("mobilenet_v2", mobilenet_v2)
 register_model("resnet20", resnet20, num_classes=10, input_size=CIFAR_INPUT)
 register_model("resnet56", resnet56, num_classes=10, input_size=CIFAR_INPUT)
 register_model("mobilenet_v2_cifar", mobilenet_v2_cifar, num_classes=10, input_size=CIFAR_INPUT)
+register_model("small_cnn", small_cnn, num_classes=10, input_size=(1, 8, 8))

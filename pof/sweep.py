@@ -1,0 +1,121 @@
+"""Sparsity sweeps: prune a model at several sparsities and recovery modes, evaluate each.
+
+``sweep`` prunes in place, evaluates, and unprunes again for every run, so the model
+comes back exactly as it went in. Rows are plain dicts, ready for :mod:`pof.report`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from torch import nn
+from tqdm import tqdm
+
+from .masks import check_sparsity
+from .prune import RECOVER, prune, pruned_layers, unprune
+from .selection import select_layers
+from .sparsity import SparsityReport, sparsity_report
+
+
+def _measured_sparsity(model: nn.Module, names: set[str]) -> float:
+    """Global sparsity over the layers called ``names`` (the ones pruned)."""
+    rows = [r for r in sparsity_report(model).layers if r.name in names]
+    return SparsityReport(rows).sparsity
+
+
+def _restore_order(orders: dict[nn.Module, list[str]]) -> None:
+    """Put each module's parameters back in their original order.
+
+    ``unprune`` re-registers ``weight`` after ``bias``; the order shows in ``state_dict``
+    and ``parameters()`` (optimizer groups), so a sweep puts it back.
+    """
+    for m, keys in orders.items():
+        params = m._parameters
+        if list(params) != keys and set(params) == set(keys):
+            for k in keys:
+                params[k] = params.pop(k)
+
+
+def _check_sparsities(sparsities: Sequence[float]) -> list[float]:
+    out = []
+    for s in sparsities:
+        try:
+            out.append(check_sparsity(s))
+        except ValueError as e:
+            raise ValueError(f"bad sparsity {s!r} in sweep: {e}") from None
+    return out
+
+
+def sweep(
+    model: nn.Module,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    sparsities: Sequence[float],
+    recovers: Sequence[str] = ("zero", "mean"),
+    scope: str = "layer",
+    exclude: str | Sequence[str] | None = None,
+    include: str | Sequence[str] | None = None,
+    progress: bool = True,
+    label: str = "",
+) -> list[dict]:
+    """Evaluate ``model`` dense and pruned at each sparsity and recovery mode.
+
+    Returns one row per run: first the dense model (``sparsity=0.0, recover="dense"``),
+    then every ``(recover, sparsity)`` pair. Each row is ``{"label", "sparsity",
+    "recover", "measured_sparsity", **evaluate(model)}``; ``measured_sparsity`` is the
+    global sparsity over the layers pof prunes (``include``/``exclude`` applied), not
+    over layers left dense. The model is pruned in place and unpruned after each run,
+    also when ``evaluate`` raises; train/eval modes are restored at the end.
+    """
+    ss = _check_sparsities(sparsities)
+    for r in recovers:
+        if r not in RECOVER:
+            raise ValueError(f"recover must be one of {RECOVER}, got {r!r}")
+    already = [n for n, _ in pruned_layers(model)]
+    if already:
+        raise ValueError(
+            f"model is already pruned ({already[0]!r}, ...): call pof.unprune(model) or "
+            "pof.remove(model) before a sweep"
+        )
+    layers = select_layers(model, include, exclude)
+    names = {n for n, _ in layers}
+    runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]
+    modes = {m: m.training for m in model.modules()}
+    orders = {m: list(m._parameters) for _, m in layers}
+    rows: list[dict] = []
+    with tqdm(runs, desc=f"sweep {label}".strip(), disable=not progress, leave=False) as bar:
+        for s, r in bar:
+            bar.set_postfix_str(f"{r} {100 * s:g}%")
+            try:
+                if r != "dense":
+                    prune(model, s, scope=scope, recover=r, include=include, exclude=exclude)
+                measured = _measured_sparsity(model, names)
+                metrics = evaluate(model)
+            finally:
+                if r != "dense":
+                    unprune(model)
+                    _restore_order(orders)
+                for m, training in modes.items():
+                    m.training = training
+            rows.append({"label": label, "sparsity": s, "recover": r,
+                         "measured_sparsity": measured, **metrics})
+    return rows
+
+
+def parse_sparsities(text: str) -> list[float]:
+    """Parse a comma-separated list of fractions in [0, 1), e.g. ``"0.3,0.5,0.7"``."""
+    items = [t.strip() for t in str(text).split(",")]
+    if not any(items):
+        raise ValueError(f"no sparsities given in {text!r}; expected e.g. '0.3,0.5,0.7'")
+    out = []
+    for t in items:
+        if not t:
+            raise ValueError(f"empty item in sparsity list {text!r}; expected e.g. '0.3,0.5,0.7'")
+        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", t):
+            hint = " (use fractions: 0.5, not 50%)" if t.endswith("%") else ""
+            raise ValueError(f"sparsity {t!r} is not a number{hint}; expected e.g. '0.3,0.5,0.7'")
+        s = float(t)
+        if not 0.0 <= s < 1.0:
+            raise ValueError(f"sparsity {t} is out of range: must be a fraction in [0, 1)")
+        out.append(s)
+    return out
