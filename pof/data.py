@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import re
@@ -23,7 +25,7 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,7 @@ FASHION_CLASSES = [
 ]  # fmt: skip
 _SPLIT_DIRS = ("train", "val", "test")
 _CACHE_VERSION = 1
+_PARALLEL_MIN = 4096  # decode in worker processes from this many images up
 _IDX_RE = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
 
@@ -220,11 +223,18 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     return root
 
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -464,33 +474,37 @@ def _scan_split(split_dir: Path) -> tuple[list[str], list[tuple[str, int]], list
     return classes, samples, stats
 
 
-def _probe(samples: list[tuple[str, int]]) -> tuple[str, tuple[int, int], bool]:
-    """Image mode ('L' or 'RGB'), size (W, H) of the first image, and whether all probed are
-    small. Probes the first image of each class (header only)."""
-    seen, probes = set(), []
-    for path, label in samples:
-        if label not in seen:
-            seen.add(label)
-            probes.append(path)
-    probes = probes[:64]
+def _open_src(src: str | bytes) -> Image.Image:
+    return Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+
+
+def _probe(items: Sequence[tuple[str, str | bytes]], labels: Sequence[int]
+           ) -> tuple[str, tuple[int, int], bool]:
+    """Mode ('L' or 'RGB'), size (W, H) of the first image, and whether all probed images
+    are small; reads the headers of the first image of each class (up to 64 classes)."""
+    seen: set[int] = set()
+    probes = []
+    for item, lab in zip(items, labels, strict=True):
+        if lab not in seen:
+            seen.add(lab)
+            probes.append(item)
     mode, size, small = "L", None, True
-    for p in probes:
+    for name, src in probes[:64]:
         try:
-            with Image.open(p) as im:
-                if size is None:
-                    size = im.size
+            with _open_src(src) as im:
+                size = size or im.size
                 if im.mode not in ("1", "L", "LA", "I", "I;16", "F"):
                     mode = "RGB"
                 small = small and max(im.size) <= SMALL_MAX
         except Exception as e:
-            raise DataError(f"corrupt image file {p}: {_one_line(e)}") from None
+            raise DataError(f"corrupt image file {name}: {_one_line(e)}") from None
     assert size is not None
     return mode, size, small
 
 
-def _decode_image(path: str, mode: str, size: tuple[int, int]) -> np.ndarray:
+def _decode_image(src: str | bytes, mode: str, size: tuple[int, int]) -> np.ndarray:
     """Decode one image to uint8 (C, H, W) in ``mode``, resized to ``size`` (W, H) if needed."""
-    with Image.open(path) as im:
+    with _open_src(src) as im:
         img = im.convert(mode)
     if img.size != size:
         img = img.resize(size, Image.Resampling.BILINEAR)
@@ -498,27 +512,52 @@ def _decode_image(path: str, mode: str, size: tuple[int, int]) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def _decode_all(samples: list[tuple[str, int]], mode: str, size: tuple[int, int],
-                desc: str, progress: bool) -> np.ndarray:
-    C = 1 if mode == "L" else 3
-    out = np.empty((len(samples), C, size[1], size[0]), dtype=np.uint8)
-
-    def work(i: int) -> None:
-        path = samples[i][0]
+def _decode_chunk(items: Sequence[tuple[str, str | bytes]], mode: str,
+                  size: tuple[int, int]) -> np.ndarray:
+    out = np.empty((len(items), 1 if mode == "L" else 3, size[1], size[0]), dtype=np.uint8)
+    for i, (name, src) in enumerate(items):
         try:
-            out[i] = _decode_image(path, mode, size)
-        except Exception as e:
-            raise DataError(f"corrupt image file {path}: {_one_line(e)}") from None
+            out[i] = _decode_image(src, mode, size)
+        except Exception as e:  # PIL raises many types for bad files
+            raise DataError(f"corrupt image file {name}: {_one_line(e)}") from None
+    return out
 
-    n_threads = min(8, (os.cpu_count() or 1) * 2)
-    with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress,
-              leave=False) as bar, ThreadPoolExecutor(n_threads) as pool:
-        chunk = 512
-        for start in range(0, len(samples), chunk * n_threads):
-            stop = min(len(samples), start + chunk * n_threads)
-            ranges = [range(a, min(a + chunk, stop)) for a in range(start, stop, chunk)]
-            for r in pool.map(lambda rr: [work(i) for i in rr], ranges):
+
+def _n_procs() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(16, n))
+
+
+def _decode_all(items: Sequence[tuple[str, str | bytes]], mode: str, size: tuple[int, int],
+                desc: str, progress: bool) -> np.ndarray:
+    """Decode (name, path-or-bytes) items into uint8 (N, C, H, W); processes for big sets
+    (JPEG header parsing is GIL-bound, so threads do not help)."""
+    out = np.empty((len(items), 1 if mode == "L" else 3, size[1], size[0]), dtype=np.uint8)
+    chunk = 1024
+    starts = range(0, len(items), chunk)
+    procs = _n_procs()
+    with tqdm(total=len(items), desc=desc, unit="img", disable=not progress,
+              leave=False) as bar:
+        if len(items) < _PARALLEL_MIN or procs < 2:
+            for a in starts:
+                out[a: a + chunk] = _decode_chunk(items[a: a + chunk], mode, size)
+                bar.update(min(chunk, len(items) - a))
+            return out
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        pool = ProcessPoolExecutor(procs, mp_context=ctx)
+        try:
+            futs = {pool.submit(_decode_chunk, items[a: a + chunk], mode, size): a
+                    for a in starts}
+            for f in as_completed(futs):
+                r = f.result()
+                out[futs[f]: futs[f] + len(r)] = r
                 bar.update(len(r))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return out
 
 
@@ -577,7 +616,8 @@ def _load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
     classes, samples, stats = _scan_split(split_dir)
     if key is None:
         key = _hash(_CACHE_VERSION, "folder", str(split_dir.resolve()), s, stats)
-    mode, size, small = _probe(samples)
+    items = [(p, p) for p, _ in samples]
+    mode, size, small = _probe(items, [lab for _, lab in samples])
     if not small:
         if _for_stats:
             return None  # type: ignore[return-value]
@@ -588,7 +628,7 @@ def _load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
     npz = _npz_path(cache, name, s, key)
     if (ds := _load_npz(npz, s, str(root))) is not None:
         return ds
-    images = _decode_all(samples, mode, size, f"decoding {name}/{s}", progress)
+    images = _decode_all(items, mode, size, f"decoding {name}/{s}", progress)
     labels = np.fromiter((lab for _, lab in samples), dtype=np.int64, count=len(samples))
     mean, std = None, None
     if s != "train" and "train" in _folder_splits(root):
@@ -597,10 +637,15 @@ def _load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
             mean, std = tr.spec.mean, tr.spec.std
     if mean is None:
         mean, std = _stats_from_uint8(images)
+    _save_npz(npz, images, labels, classes, mean, std)
+    return _make_array_dataset(images, labels, classes, mean, std, s, str(root))
+
+
+def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
+              mean: Sequence[float], std: Sequence[float]) -> None:
     arrays = dict(images=images, labels=labels, classes=np.array(classes), mean=np.array(mean),
                   std=np.array(std))
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
-    return _make_array_dataset(images, labels, classes, mean, std, s, str(root))
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 # --------------------------------------------------------------------------- archives
@@ -618,6 +663,103 @@ def _archive_stem(p: Path) -> str:
     return n
 
 
+def _split_location(parts: Sequence[str]) -> tuple[tuple[str, ...], str, list[str]] | None:
+    """(prefix, split, rest) for an archive member inside ``<prefix>/<split>/...``."""
+    for i, p in enumerate(parts):
+        if p in _SPLIT_DIRS and len(parts) - i <= 3:
+            return tuple(parts[:i]), p, list(parts[i + 1:])
+    return None
+
+
+def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: str,
+                    progress: bool) -> ArrayDataset | None:
+    """Decode a small-image ImageFolder archive straight from the tar stream (no extraction),
+    caching every split. Returns None when the archive is not one (it is then extracted)."""
+    prefix: tuple[str, ...] | None = None
+    found: dict[str, dict[str, list[tuple[str, bytes]]]] = {}  # split -> class -> files
+    checked_size = False
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for m in tqdm(tar, desc=f"reading {archive.name}", unit="file",
+                          disable=not progress, leave=False):
+                parts = [p for p in m.name.split("/") if p not in ("", ".")]
+                if not parts or any(p.startswith(".") for p in parts):
+                    continue
+                loc = _split_location(parts) if (m.isdir() or m.isfile()) else None
+                if loc is None:
+                    if m.isfile() and _is_image_name(parts[-1]):
+                        return None  # images outside <split>/<class>/: let extraction decide
+                    continue
+                if prefix is None:
+                    prefix = loc[0]
+                elif loc[0] != prefix:
+                    return None
+                split_d = found.setdefault(loc[1], {})
+                rest = loc[2]
+                if m.isdir() and len(rest) == 1:
+                    split_d.setdefault(rest[0], [])
+                elif m.isfile() and len(rest) == 2 and _is_image_name(rest[1]):
+                    f = tar.extractfile(m)
+                    data = f.read() if f is not None else b""
+                    member = f"{archive}:{m.name}"
+                    if not checked_size:
+                        if not _probe([(member, data)], [0])[2]:
+                            return None  # large images: stream from extracted files
+                        checked_size = True
+                    split_d.setdefault(rest[0], []).append((rest[1], data))
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DataError(f"cannot read archive {archive}: {_one_line(e)}") from None
+    if not checked_size:
+        return None  # no images in ImageFolder layout (e.g. CIFAR pickles): extract
+    s_req = _resolve_split(split, list(found), archive)
+    base = "/".join(prefix or ())
+    plans = {}
+    for s, cls_files in sorted(found.items()):
+        where = f"{archive}:{base + '/' if base else ''}{s}"
+        classes = sorted(cls_files)
+        if not classes:
+            raise DataError(f"empty split {where}: no class folders "
+                            "(expected <split>/<class>/<image>)")
+        items, labels = [], []
+        for lab, c in enumerate(classes):
+            if not cls_files[c]:
+                raise DataError(f"class folder without images: {where}/{c}")
+            for fname, data in sorted(cls_files[c]):
+                items.append((f"{where}/{c}/{fname}", data))
+                labels.append(lab)
+        mode, size, small = _probe(items, labels)
+        if not small:
+            return None
+        plans[s] = (classes, items, labels, mode, size)
+    train_stats = None
+    results = {}
+    for s in sorted(plans, key=lambda k: k != "train"):  # train first: its stats are shared
+        classes, items, labels, mode, size = plans[s]
+        images = _decode_all(items, mode, size, f"decoding {name}/{s}", progress)
+        y = np.asarray(labels, dtype=np.int64)
+        if s == "train":
+            train_stats = _stats_from_uint8(images)
+        stats = train_stats if train_stats and len(train_stats[0]) == images.shape[1] else (
+            _stats_from_uint8(images))
+        _save_npz(_npz_path(cache, name, s, _hash(_CACHE_VERSION, "folder", ident, s)),
+                  images, y, classes, *stats)
+        if s == s_req:
+            results[s] = _make_array_dataset(images, y, classes, *stats, s, str(archive))
+        del images
+    _write_archive_index(cache, name, ident, list(plans), fast=True)
+    return results[s_req]
+
+
+def _archive_index_path(cache: Path, name: str, ident: str) -> Path:
+    return cache / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{ident[:16]}-splits.json"
+
+
+def _write_archive_index(cache: Path, name: str, ident: str, splits: list[str],
+                         fast: bool) -> None:
+    blob = json.dumps({"splits": sorted(splits), "fast": fast}).encode()
+    _atomic_write(_archive_index_path(cache, name, ident), lambda f: f.write(blob))
+
+
 def _extract(archive: Path, dest: Path, progress: bool) -> Path:
     """Extract ``archive`` into ``dest`` once (atomic rename; safe for concurrent ranks)."""
     done = dest / ".pof-complete"
@@ -627,6 +769,7 @@ def _extract(archive: Path, dest: Path, progress: bool) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -693,17 +836,29 @@ def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None 
         st = path.stat()
         ident = _hash(str(path.resolve()), st.st_size, st.st_mtime_ns)
         name = _archive_stem(path)
-        # Fast path: this split of this exact archive is already decoded and cached.
-        s = split.lower()
-        key = _hash(_CACHE_VERSION, "folder", ident, s)
-        if (ds := _load_npz(_npz_path(cache, name, s, key), s, str(path))) is not None:
-            return ds
+        index: dict = {}
+        try:
+            index = json.loads(_archive_index_path(cache, name, ident).read_text())
+        except (OSError, ValueError):
+            pass
+        if index.get("splits"):  # fast path: this split of this archive is already decoded
+            s = _resolve_split(split, index["splits"], path)
+            key = _hash(_CACHE_VERSION, "folder", ident, s)
+            if (ds := _load_npz(_npz_path(cache, name, s, key), s, str(path))) is not None:
+                return ds
+        if index.get("fast", True):
+            ds = _decode_archive(path, cache, name, ident, split, progress)
+            if ds is not None:
+                return ds
         root = _extract(path, cache / "extracted" / f"{name}-{ident[:12]}", progress)
+        fmt, root = _detect(root)
+        if not index:
+            splits = _folder_splits(root) if fmt == "folder" else []
+            _write_archive_index(cache, name, ident, splits, fast=False)
     elif path.is_dir():
-        root = path
+        fmt, root = _detect(path)
     else:
         raise DataError(f"unrecognised dataset path (not a file or directory): {path}")
-    fmt, root = _detect(root)
     if fmt == "folder":
         return _load_folder(root, split, cache, progress, name, ident)
     if fmt in ("cifar10", "cifar100"):

@@ -133,7 +133,11 @@ def unprune(model: nn.Module) -> nn.Module:
     for _, m in pruned_layers(model):
         plist = m.parametrizations.weight
         if len(plist) == 1:
+            order = [k for k in m._parameters if k != "parametrizations"]
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            for k in ["weight", *order]:  # keep `weight` where it was (before `bias`)
+                if k in m._parameters:
+                    m._parameters[k] = m._parameters.pop(k)
         else:
             idx = next(i for i, p in enumerate(plist) if isinstance(p, PruneMask))
             del plist[idx]

@@ -162,7 +162,7 @@ def plot_weight_histograms(
         for ax, (label, v) in zip(axes[0], data.items(), strict=True):
             zeros = float((v == 0).double().mean())
             ax.hist(v.numpy(), bins=edges, color="tab:blue", log=True)
-            ax.set_title(f"{label}\n{v.numel():,} weights, {100 * zeros:.1f}% zero",
+            ax.set_title(f"{label}\n{v.numel():,} weights, {100 * zeros:.1f}% exactly 0",
                          fontsize="medium")
             ax.set_xlabel("|w| / rms(layer)")
             ax.grid(True, alpha=0.3)

@@ -24,19 +24,6 @@ def _measured_sparsity(model: nn.Module, names: set[str]) -> float:
     return SparsityReport(rows).sparsity
 
 
-def _restore_order(orders: dict[nn.Module, list[str]]) -> None:
-    """Put each module's parameters back in their original order.
-
-    ``unprune`` re-registers ``weight`` after ``bias``; the order shows in ``state_dict``
-    and ``parameters()`` (optimizer groups), so a sweep puts it back.
-    """
-    for m, keys in orders.items():
-        params = m._parameters
-        if list(params) != keys and set(params) == set(keys):
-            for k in keys:
-                params[k] = params.pop(k)
-
-
 def _check_sparsities(sparsities: Sequence[float]) -> list[float]:
     out = []
     for s in sparsities:
@@ -81,7 +68,6 @@ def sweep(
     names = {n for n, _ in layers}
     runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]
     modes = {m: m.training for m in model.modules()}
-    orders = {m: list(m._parameters) for _, m in layers}
     rows: list[dict] = []
     with tqdm(runs, desc=f"sweep {label}".strip(), disable=not progress, leave=False) as bar:
         for s, r in bar:
@@ -94,7 +80,6 @@ def sweep(
             finally:
                 if r != "dense":
                     unprune(model)
-                    _restore_order(orders)
                 for m, training in modes.items():
                     m.training = training
             rows.append({"label": label, "sparsity": s, "recover": r,

@@ -54,7 +54,7 @@ class TrainConfig:
     out: str = "runs/train"
     model_kwargs: dict = field(default_factory=dict)
     init: str | None = None  # weights to start from: pof checkpoint, .safetensors or .pt/.pth
-    epochs: float = 10
+    epochs: float = 10.0
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
@@ -73,7 +73,7 @@ class TrainConfig:
     l1_weight: float = 1e-5
     sphere: bool | None = None  # default: on for penalty=pof
     cosine: bool = False
-    exclude: list = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
     seed: int = 0
     ckpt_every: int = 500
     amp: bool = True

@@ -24,12 +24,13 @@ class TinyNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 16, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 10)
+        self.bn3 = nn.BatchNorm1d(64)  # centred features: the dense predictions vary
+        self.fc = nn.Linear(64, 10)
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
-        return self.fc(x.mean((2, 3)))
+        return self.fc(self.bn3(F.adaptive_avg_pool2d(x, 2).flatten(1)))
 
 
 def make_model() -> nn.Module:
@@ -97,9 +98,10 @@ def test_sweep_rows(rows):
     assert runs == [(rec, s) for rec in ("zero", "mean") for s in SPARSITIES]
     for r in rows[1:]:
         assert abs(r["measured_sparsity"] - r["sparsity"]) < 1e-2
-    zero90 = next(r for r in rows if r["recover"] == "zero" and r["sparsity"] == 0.9)
-    assert zero90["top1"] < dense["top1"]
-    assert zero90["loss"] > dense["loss"]
+    zero = {r["sparsity"]: r for r in rows if r["recover"] == "zero"}
+    assert zero[0.9]["top1"] < dense["top1"] - 0.2  # heavy pruning changes many predictions
+    assert zero[0.9]["top1"] < zero[0.3]["top1"]
+    assert zero[0.9]["loss"] > dense["loss"]
 
 
 def test_sweep_leaves_model_unchanged():

@@ -1,0 +1,250 @@
+"""The ``pof`` command: train, prune, eval, sweep, finetune, demo.
+
+User mistakes (unknown model, missing path, bad sparsity, bad config key, corrupt file) end
+with one line on stderr and exit code 2, never a traceback (set POF_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _csv(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per TrainConfig field; unset flags keep the config/recipe value."""
+    from .train import TrainConfig
+
+    skip = {"model_kwargs"}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        kinds = {"bool": _bool, "list": _csv, "int": int, "float": float}
+        kind = next((k for name, k in kinds.items() if name in str(f.type)), str)
+        p.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                       help=f"(default: {default})")
+
+
+def _train_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
+    from .train import TrainConfig
+
+    base = TrainConfig.from_yaml(args.config) if getattr(args, "config", None) else TrainConfig()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(overrides or {})
+    return dataclasses.replace(base, **values).check()
+
+
+# ---------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    out = train(_train_config(args), resume=args.resume)
+    print(f"run folder: {out}")
+
+
+def _data_source(args: argparse.Namespace, meta: dict) -> str:
+    src = args.data or meta.get("data", {}).get("source")
+    if not src:
+        raise ValueError("no --data given and the checkpoint does not name its data")
+    return src
+
+
+def _eval_fn(data: str, batch: int, progress: bool):
+    from .data import make_loader
+    from .train import _test_split, evaluate
+
+    ds = _test_split(data, progress)
+    loader = make_loader(ds, batch, train=False)
+    return lambda model: evaluate(model, loader, "cpu")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .checkpoint import model_from_checkpoint
+
+    model, meta = model_from_checkpoint(args.checkpoint)
+    m = _eval_fn(_data_source(args, meta), args.batch_size, True)(model)
+    print(f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from . import prune, remove, sparsity_report
+    from .checkpoint import model_from_checkpoint, save_checkpoint
+
+    model, meta = model_from_checkpoint(args.checkpoint)
+    prune(model, args.sparsity, scope=args.scope, pattern=args.pattern, recover=args.recover,
+          exclude=args.exclude or None)
+    if args.permanent:
+        remove(model)
+    report = sparsity_report(model)
+    print(report)
+    meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
+    meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
+                      "recover": args.recover, "source": str(args.checkpoint)}
+    path = save_checkpoint(Path(args.out) / "pruned.safetensors", model, meta)
+    (Path(args.out) / "sparsity.txt").write_text(str(report) + "\n")
+    print(f"wrote {path}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .checkpoint import model_from_checkpoint
+    from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
+    from .sweep import parse_sparsities, sweep
+
+    sparsities = parse_sparsities(args.sparsities)
+    out = Path(args.out)
+    rows, models = [], {}
+    for ckpt in args.checkpoints:
+        model, meta = model_from_checkpoint(ckpt)
+        label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
+        evaluate = _eval_fn(_data_source(args, meta), args.batch_size, True)
+        rows += sweep(model, evaluate, sparsities, recovers=args.recover.split(","),
+                      scope=args.scope, exclude=args.exclude or None, label=label)
+        models[label] = model
+    table = markdown_table(rows)
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.md").write_text(table + "\n")
+    write_json(rows, out / "sweep.json")
+    plot_sweep(rows, out / "sweep.png")
+    plot_weight_histograms(models, out / "weights.png")
+    print(f"wrote {out / 'sweep.md'}, sweep.json, sweep.png, weights.png")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint
+    from .train import TrainConfig, train
+
+    _, meta = load_checkpoint(args.checkpoint)
+    arch = meta.get("arch") or {}
+    src = dict(meta.get("config") or {})
+    cfg = TrainConfig.from_dict({k: v for k, v in src.items() if k in
+                                 {f.name for f in dataclasses.fields(TrainConfig)}})
+    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "max_steps": None,
+            "model": arch.get("name", cfg.model), "model_kwargs": arch.get("kwargs", {}),
+            "out": args.out or str(Path(args.checkpoint).parent / "finetune")}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    over.update({k: v for k, v in vars(args).items() if k in names and k not in over})
+    cfg = dataclasses.replace(cfg, **over).check()
+    print(f"run folder: {train(cfg, resume=args.resume)}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(out=args.out, quick=args.quick, seed=args.seed)
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pof", description="Pruning On-the-Fly: train with a pruning-aware "
+                "penalty, then prune at any sparsity without retraining.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train (or continue training) a model")
+    t.add_argument("--config", help="recipe YAML; flags override its values")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    def data_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
+        q.add_argument("--batch-size", type=int, default=256)
+
+    e = sub.add_parser("eval", help="top-1/top-5 accuracy and loss of a checkpoint")
+    e.add_argument("checkpoint")
+    data_flags(e)
+    e.set_defaults(func=cmd_eval)
+
+    def prune_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--scope", choices=("layer", "global"), default="layer")
+        q.add_argument("--exclude", type=_csv, default=[],
+                       help="comma-separated layer-name patterns to keep dense")
+
+    pr = sub.add_parser("prune", help="one-shot prune a checkpoint")
+    pr.add_argument("checkpoint")
+    pr.add_argument("--sparsity", type=float, help="fraction of weights to remove, in [0, 1)")
+    pr.add_argument("--recover", choices=("zero", "mean"), default="mean")
+    pr.add_argument("--pattern", help="N:M pattern instead of --sparsity, e.g. 2:4")
+    pr.add_argument("--permanent", action="store_true",
+                    help="bake the masks in (pof.remove); the result can no longer be fine-tuned"
+                    " with fixed masks")
+    pr.add_argument("--out", required=True, help="output folder")
+    prune_flags(pr)
+    pr.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("sweep", help="accuracy vs sparsity table and plots for checkpoints")
+    s.add_argument("checkpoints", nargs="+")
+    s.add_argument("--sparsities", default="0.3,0.5,0.7,0.8,0.9")
+    s.add_argument("--recover", default="zero,mean", help="comma-separated: zero,mean")
+    s.add_argument("--out", default="sweep", help="output folder")
+    data_flags(s)
+    prune_flags(s)
+    s.set_defaults(func=cmd_sweep)
+
+    f = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with its masks fixed")
+    f.add_argument("checkpoint")
+    f.add_argument("--epochs", type=float, default=2)
+    f.add_argument("--lr", type=float, default=0.01)
+    f.add_argument("--out", help="run folder (default: next to the checkpoint)")
+    f.add_argument("--data", default=argparse.SUPPRESS)
+    f.add_argument("--seed", type=int, default=argparse.SUPPRESS)
+    f.add_argument("--workers", type=int, default=argparse.SUPPRESS)
+    f.add_argument("--progress", type=_bool, default=argparse.SUPPRESS)
+    f.add_argument("--resume", action="store_true")
+    f.set_defaults(func=cmd_finetune)
+
+    d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")
+    d.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
+    d.add_argument("--out", default="pof-demo", help="output folder")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pof`` command; returns the exit code."""
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (*USER_ERRORS, CheckpointError, DataError) as e:
+        if os.environ.get("POF_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"pof {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pof: interrupted (resume a training run with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
