@@ -11,6 +11,7 @@ Larger images stream from disk through a torch ``DataLoader`` with PIL transform
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -406,7 +407,7 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(raw) - hdr != n * dt.itemsize:
         raise DataError(f"IDX file {path} has {len(raw) - hdr} data bytes, header says "
                         f"{n * dt.itemsize} for shape {dims}")
-    return np.frombuffer(raw, dtype=dt, count=n, offset=hdr).reshape(dims)
+    return np.frombuffer(raw, dtype=dt, count=n, offset=hdr).reshape(dims).copy()
 
 
 def _idx_split(files: dict, prefix: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -816,6 +817,22 @@ def _detect(root: Path, depth: int = 0) -> tuple[str, Path]:
         "subfolders), a CIFAR python dir, IDX (MNIST) files, or a .tar.gz of one")
 
 
+@contextlib.contextmanager
+def _cache_lock(cache: Path, key: str) -> Iterator[None]:
+    """Inter-process lock so concurrent ranks decode a dataset once (no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(cache / f".lock-{key[:16]}", "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None = None,
                  progress: bool = True) -> Dataset:
     """Load ``split`` of a dataset; raises :class:`DataError` for any data problem.
@@ -829,6 +846,11 @@ def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None 
     path = Path(path_or_name).expanduser()
     if not path.exists():
         raise DataError(f"dataset path does not exist: {path}")
+    with _cache_lock(cache, _hash(str(path.resolve()))):
+        return _load_path(path, split, cache, progress)
+
+
+def _load_path(path: Path, split: str, cache: Path, progress: bool) -> Dataset:
     name, ident = path.resolve().name, None
     if path.is_file():
         if not _is_archive(path):
@@ -945,16 +967,15 @@ class InMemoryLoader:
             yield x, ds.labels[b]
 
     def _crop(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """Per-sample random translation within reflect padding (two batched gathers)."""
         B, C, H, W = x.shape
-        p = self.pad
+        p, dev = self.pad, x.device
         xp = F.pad(x, (p, p, p, p), mode="reflect")
-        dy = torch.randint(0, 2 * p + 1, (B,), generator=g).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (B,), generator=g).to(x.device)
-        rows = (dy.view(B, 1) + torch.arange(H, device=x.device)).view(B, 1, H, 1)
-        cols = (dx.view(B, 1) + torch.arange(W, device=x.device)).view(B, 1, 1, W)
-        bi = torch.arange(B, device=x.device).view(B, 1, 1, 1)
-        ci = torch.arange(C, device=x.device).view(1, C, 1, 1)
-        return xp[bi, ci, rows, cols]
+        dy = torch.randint(0, 2 * p + 1, (B,), generator=g).to(dev).view(B, 1, 1, 1)
+        dx = torch.randint(0, 2 * p + 1, (B,), generator=g).to(dev).view(B, 1, 1, 1)
+        rows = (dy + torch.arange(H, device=dev).view(1, 1, H, 1)).expand(B, C, H, W + 2 * p)
+        cols = (dx + torch.arange(W, device=dev).view(1, 1, 1, W)).expand(B, C, H, W)
+        return xp.gather(2, rows).gather(3, cols)
 
 
 class StreamingLoader:

@@ -8,6 +8,7 @@ one-shot at several sparsities with zero and mean recovery, prints the table and
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 def demo_configs(out: Path, quick: bool, seed: int) -> dict[str, TrainConfig]:
     """The two arms: identical budget, schedule, data order and seed."""
-    common = dict(model="small_cnn", data="digits", epochs=2 if quick else 40,
+    common = dict(model="small_cnn", data="digits", epochs=2 if quick else 30,
                   batch_size=64, lr=0.1, weight_decay=5e-4, seed=seed, workers=0,
                   ckpt_every=10_000, progress=False)
     return {
@@ -36,6 +37,10 @@ def demo_configs(out: Path, quick: bool, seed: int) -> dict[str, TrainConfig]:
     }
 
 
+def _final_acc(run: Path) -> float:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
+
+
 def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0) -> list[dict]:
     """Run the demo; returns the sweep rows (also written to ``out``)."""
     out = Path(out)
@@ -43,10 +48,18 @@ def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0) -
     configs = demo_configs(out, quick, seed)
     print(f"pof demo: small CNN on scikit-learn digits, {configs['pof'].epochs:g} epochs per "
           f"arm, pof target sparsity {TARGET:g}, seed {seed}")
-    for name, cfg in tqdm(configs.items(), desc="training", unit="arm"):
-        t = time.time()
-        train(cfg)
-        tqdm.write(f"  trained {name} in {time.time() - t:.0f}s")
+    epochs = int(configs["pof"].epochs)
+    with tqdm(total=epochs * len(configs), desc="training", unit="epoch") as bar:
+        for name, cfg in configs.items():
+            t = time.time()
+
+            def tick(rec: dict, name: str = name) -> None:
+                bar.update(1)
+                bar.set_postfix_str(f"{name}: test acc {100 * rec['test_top1']:.1f}%")
+
+            train(cfg, on_epoch=tick)
+            tqdm.write(f"  trained {name} in {time.time() - t:.0f}s, dense test accuracy "
+                       f"{100 * _final_acc(Path(cfg.out)):.2f}%")
     test = load_dataset("digits", "test", progress=False)
     loader = make_loader(test, 512, train=False)
     sparsities = SPARSITIES[1::2] if quick else SPARSITIES

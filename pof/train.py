@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,8 +225,9 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu",
 class _Run:
     """State of one training run (kept small so the loop below stays readable)."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool, on_epoch=None) -> None:
         self.cfg = cfg.check()
+        self.on_epoch = on_epoch
         self.rank, self.world, local = _dist_info()
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
@@ -402,8 +404,11 @@ class _Run:
                 if self.tb is not None:
                     for k, v in rec.items():
                         self.tb.add_scalar(k, v, self.step)
-                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in rec.items()))
+                if cfg.progress:
+                    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in rec.items()))
+                if self.on_epoch is not None:
+                    self.on_epoch(rec)
             self.save()
             self._barrier()
         if self.main:
@@ -450,7 +455,11 @@ def _test_split(data: str, progress: bool):
         return load_dataset(data, "val", progress=progress)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train as ``cfg`` says (resuming from ``cfg.out`` if asked); return the run folder."""
-    return _Run(cfg, resume).run()
+def train(cfg: TrainConfig, resume: bool = False,
+          on_epoch: Callable[[dict], None] | None = None) -> Path:
+    """Train as ``cfg`` says (resuming from ``cfg.out`` if asked); return the run folder.
+
+    ``on_epoch`` is called on the main process with each epoch's metrics record.
+    """
+    return _Run(cfg, resume, on_epoch).run()
 

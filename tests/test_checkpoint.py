@@ -1,0 +1,113 @@
+"""Checkpoints: round trips of every pof structure, atomic writes, corruption detection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import pof
+from pof.checkpoint import (
+    CheckpointError,
+    apply_structure,
+    load_checkpoint,
+    load_model_state,
+    load_plain_weights,
+    model_from_checkpoint,
+    optimizer_state,
+    save_checkpoint,
+    split,
+    structure,
+)
+
+ARCH = {"name": "small_cnn", "num_classes": 10, "kwargs": {"width": 8}}
+
+
+def _model():
+    torch.manual_seed(0)
+    return pof.create_model("small_cnn", num_classes=10, width=8).eval()
+
+
+def _variants():
+    yield "plain", _model()
+    yield "sphere", pof.to_sphere(_model())
+    yield "pruned-mean", pof.prune(pof.to_sphere(_model()), 0.6, recover="mean")
+    yield "folded", pof.remove(pof.prune(pof.to_sphere(_model()), 0.6, recover="mean"))
+    yield "cosine", pof.to_sphere(_model(), cosine=True)
+
+
+@pytest.mark.parametrize("name,model", list(_variants()), ids=lambda v: v if isinstance(v, str)
+                         else "")
+def test_roundtrip_keeps_outputs(tmp_path, name, model):
+    x = torch.randn(2, 1, 8, 8)
+    ref = model(x)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, {"arch": ARCH, "step": 3})
+    loaded, meta = model_from_checkpoint(path)
+    assert meta["step"] == 3 and meta["structure"] == structure(model)
+    torch.testing.assert_close(loaded.eval()(x), ref)
+    if name == "pruned-mean":  # masks survive, so it can be fine-tuned or unpruned
+        assert pof.is_pruned(loaded.features[1][0])
+        report = pof.sparsity_report(loaded)
+        assert abs(report.layers[1].sparsity - 0.6) < 1e-2
+
+
+def test_optimizer_and_extra_roundtrip(tmp_path):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    opt.step()
+    rng = torch.get_rng_state()
+    save_checkpoint(tmp_path / "c.safetensors", model, {"arch": ARCH}, opt, {"rng": rng})
+    tensors, meta = load_checkpoint(tmp_path / "c.safetensors")
+    assert torch.equal(split(tensors, "extra")["rng"], rng)
+    opt2 = torch.optim.SGD(_model().parameters(), lr=0.5, momentum=0.9)
+    opt2.load_state_dict(optimizer_state(tensors, meta))
+    assert opt2.param_groups[0]["lr"] == 0.1
+    for a, b in zip(opt.state.values(), opt2.state.values(), strict=True):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+
+
+def test_truncated_and_corrupt_files_are_detected(tmp_path):
+    path = save_checkpoint(tmp_path / "c.safetensors", _model(), {"arch": ARCH})
+    data = path.read_bytes()
+    (tmp_path / "short.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "short.safetensors")
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF  # inside the tensor data: only the hash can tell
+    (tmp_path / "flip.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="hash mismatch"):
+        load_checkpoint(tmp_path / "flip.safetensors")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    save_file({"w": torch.ones(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(CheckpointError, match="without pof metadata"):
+        load_checkpoint(tmp_path / "plain.safetensors")
+
+
+def test_save_is_atomic_no_temp_left(tmp_path):
+    save_checkpoint(tmp_path / "c.safetensors", _model(), {"arch": ARCH})
+    save_checkpoint(tmp_path / "c.safetensors", _model(), {"arch": ARCH})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_plain_weights_from_pt_safetensors_and_mismatch(tmp_path):
+    model = _model()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "w.pth")
+    state = load_plain_weights(tmp_path / "w.pth")
+    assert set(state) == set(model.state_dict())
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(tmp_path / "w.safetensors"))
+    assert set(load_plain_weights(tmp_path / "w.safetensors")) == set(state)
+    torch.save({"x": object()}, tmp_path / "evil.pt")  # needs unpickling: refused
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_plain_weights(tmp_path / "evil.pt")
+    other = pof.create_model("small_cnn", width=16)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model_state(other, state, "w.pth")
+
+
+def test_apply_structure_rejects_unknown_layer():
+    with pytest.raises(CheckpointError, match="lacks"):
+        apply_structure(_model(), {"nope": {"folded": True}})

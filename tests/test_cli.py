@@ -1,0 +1,87 @@
+"""The pof command: demo end to end, prune/eval/sweep/finetune on its output, user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pof.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_quick_writes_table_and_plots(demo, capsys):
+    for f in ("sweep.md", "sweep.json", "sweep.png", "weights.png"):
+        assert (demo / f).stat().st_size > 0, f
+    assert (demo / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (demo / "sweep.md").read_text()
+    assert table.startswith("| model | recovery | dense |")
+    assert {"| pof | mean", "| pof | zero", "| standard | mean"} <= {
+        "|".join(line.split("|")[:3]).strip() for line in table.splitlines()}
+
+
+def test_prune_eval_sweep_finetune(demo, tmp_path, capsys):
+    ckpt = demo / "pof" / "final.safetensors"
+    assert main(["eval", str(ckpt)]) == 0
+    assert "top1" in capsys.readouterr().out
+    assert main(["prune", str(ckpt), "--sparsity", "0.5", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "global:" in out and (tmp_path / "p" / "pruned.safetensors").is_file()
+    pruned = tmp_path / "p" / "pruned.safetensors"
+    assert main(["finetune", str(pruned), "--epochs", "1", "--out", str(tmp_path / "ft"),
+                 "--progress", "false"]) == 0
+    import pof
+    from pof.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(tmp_path / "ft" / "final.safetensors")
+    layer = pof.sparsity_report(model).layers[1]
+    assert abs(layer.sparsity - 0.5) < 1e-3  # masks stayed fixed while fine-tuning
+    assert main(["sweep", str(ckpt), "--sparsities", "0.5", "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "sweep.png").is_file()
+    assert main(["prune", str(ckpt), "--sparsity", "0.5", "--permanent", "--recover", "zero",
+                 "--out", str(tmp_path / "perm")]) == 0
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--model", "resnet1000"], "available: mobilenet_v2"),
+    (["train", "--data", "/no/such/dir"], "/no/such/dir"),
+    (["train", "--sparsity", "1.5"], "[0, 1)"),
+    (["eval", "/no/such.safetensors"], "not found"),
+    (["prune", "/no/such.safetensors", "--sparsity", "0.5", "--out", "x"], "not found"),
+])
+def test_user_mistakes_exit_2_with_one_line(capsys, argv, needle):
+    code, err = _err(capsys, argv)
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_config_key_and_bad_sparsity_on_checkpoint(demo, tmp_path, capsys):
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("model: small_cnn\nlearning_rate: 0.1\n")
+    code, err = _err(capsys, ["train", "--config", str(cfg)])
+    assert code == 2 and "unknown config key(s): learning_rate" in err
+    code, err = _err(capsys, ["prune", str(demo / "pof" / "final.safetensors"),
+                              "--sparsity", "1.0", "--out", str(tmp_path)])
+    assert code == 2 and "[0, 1)" in err
+    code, err = _err(capsys, ["sweep", str(demo / "pof" / "final.safetensors"),
+                              "--sparsities", "50%"])
+    assert code == 2 and "fractions" in err
+
+
+def test_argparse_errors_are_one_line_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "pof", "prune"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -1,0 +1,113 @@
+"""Training loop: learns, resumes exactly after a stop, and runs under DDP (gloo, 2 procs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import pof
+from pof.checkpoint import load_checkpoint, split
+from pof.train import TrainConfig, _Run, lr_at, train
+
+
+def _cfg(tmp_path, name, **kw):
+    base = dict(model="small_cnn", model_kwargs={"width": 8}, data="digits", epochs=2,
+                batch_size=64, lr=0.05, seed=3, workers=0, progress=False, ckpt_every=10,
+                out=str(tmp_path / name))
+    return TrainConfig(**{**base, **kw})
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_training_lowers_loss_and_writes_run_folder(tmp_path):
+    out = train(_cfg(tmp_path, "a", epochs=3))
+    m = _metrics(out)
+    assert len(m) == 3 and m[-1]["train_loss"] < m[0]["train_loss"] < 2.31
+    assert m[-1]["test_top1"] > 0.5
+    for f in ("config.yaml", "metrics.jsonl", "last.safetensors", "final.safetensors",
+              "report.md"):
+        assert (out / f).is_file(), f
+
+
+def test_pof_arm_lowers_pruned_energy(tmp_path):
+    out = train(_cfg(tmp_path, "p", epochs=3, penalty="pof", sparsity=0.7, penalty_weight=5))
+    m = _metrics(out)
+    assert m[-1]["pruned_energy"] < m[0]["pruned_energy"]
+    model, meta = pof.checkpoint.model_from_checkpoint(out / "final.safetensors")
+    assert pof.is_sphere(model.fc) and meta["config"]["penalty"] == "pof"
+
+
+@pytest.mark.parametrize("penalty", ["none", "pof"])
+def test_stop_and_resume_equals_uninterrupted(tmp_path, penalty):
+    kw = dict(penalty=penalty, sparsity=0.6, penalty_refresh=7)
+    full = train(_cfg(tmp_path, "full", **kw))
+    stopped = _cfg(tmp_path, "part", max_steps=27, **kw)  # mid-epoch, mid refresh cycle
+    train(stopped)
+    assert load_checkpoint(tmp_path / "part" / "last.safetensors")[1]["step"] == 27
+    resumed = train(_cfg(tmp_path, "part", **kw), resume=True)
+    a = split(load_checkpoint(full / "final.safetensors")[0], "model")
+    b = split(load_checkpoint(resumed / "final.safetensors")[0], "model")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["step"] for r in _metrics(resumed)] == [r["step"] for r in _metrics(full)]
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(_cfg(tmp_path, "none"), resume=True)
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(lr=1.0, warmup_epochs=1)
+    assert lr_at(cfg, 0, 100, 10) == pytest.approx(0.1)
+    assert lr_at(cfg, 10, 100, 10) == pytest.approx(1.0)
+    assert lr_at(cfg, 100, 100, 10) == pytest.approx(0.0, abs=1e-9)
+    one = TrainConfig(lr=1.0, schedule="onecycle")
+    assert lr_at(one, 30, 100, 10) == pytest.approx(1.0)
+    assert lr_at(one, 0, 100, 10) < 0.1
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown config key"):
+        TrainConfig.from_dict({"lr": 0.1, "lerning_rate": 1})
+    with pytest.raises(ValueError, match="penalty"):
+        TrainConfig(penalty="l2").check()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        TrainConfig(sparsity=1.2).check()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, dump: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    run = _Run(cfg, resume=False)
+    run.run()
+    torch.save({k: v.detach().clone() for k, v in run.model.state_dict().items()},
+               f"{dump}/rank{rank}.pt")
+
+
+def test_ddp_two_processes_gloo(tmp_path):
+    cfg = _cfg(tmp_path, "ddp", epochs=2, penalty="pof", sparsity=0.5, device="cpu")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for k in w0:
+        if "running" in k or "num_batches" in k:
+            continue  # BatchNorm statistics are per rank (no SyncBN)
+        assert torch.equal(w0[k], w1[k]), k
+    m = _metrics(tmp_path / "ddp")
+    assert len(m) == 2 and m[1]["train_loss"] < m[0]["train_loss"]
