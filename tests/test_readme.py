@@ -1,0 +1,21 @@
+"""The README's library example runs as printed and does what it says."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_readme_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks, "README has no python example"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "global:" in out
+    assert "3.weight:  70.01% of       4,608 zero" in out  # round(0.7 * 4608) zeros
+
+
+def test_readme_test_command_matches_ci():
+    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    assert "python -m pytest tests" in README.read_text()
+    assert "python3 -m pytest tests" in ci
