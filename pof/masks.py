@@ -37,15 +37,14 @@ def parse_nm(pattern: str) -> tuple[int, int]:
 
 def _prune_lowest(scores: Tensor, k: int) -> Tensor:
     """Keep-mask over flat ``scores`` that drops exactly the ``k`` smallest."""
-    keep = torch.ones_like(scores, dtype=torch.bool)
     if k <= 0:
-        return keep
+        return torch.ones_like(scores, dtype=torch.bool)
     thr = scores.kthvalue(k).values
-    below = scores < thr
-    ties = (scores == thr).nonzero().flatten()
-    need = k - int(below.sum())
-    keep &= ~below
-    keep[ties[:need]] = False
+    keep = scores > thr
+    missing = (scores.numel() - k) - int(keep.sum())
+    if missing > 0:  # ties at the threshold: prune the first ones, keep the last `missing`
+        ties = (scores == thr).nonzero().flatten()
+        keep[ties[len(ties) - missing:]] = True
     return keep
 
 

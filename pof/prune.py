@@ -124,7 +124,8 @@ def prune(
     names = [n for n, _ in layers]
     masks = compute_masks(_effective_weights(layers), sparsity or 0.0, scope, pattern, names)
     for (_, m), mask in zip(layers, masks, strict=True):
-        parametrize.register_parametrization(m, "weight", PruneMask(mask, recover, mean_scope))
+        parametrize.register_parametrization(m, "weight", PruneMask(mask, recover, mean_scope),
+                                             unsafe=True)  # shapes match by construction
     return model
 
 

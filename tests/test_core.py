@@ -320,3 +320,13 @@ def test_resnet20_from_registry_end_to_end():
     pof.remove(model)
     torch.testing.assert_close(model(x), y, atol=1e-5, rtol=1e-5)
     assert abs(pof.sparsity_report(model).layers[1].sparsity - 0.5) < 1e-3
+
+
+def test_ties_still_give_exact_counts():
+    lin = nn.Linear(10, 10)
+    lin.weight.data.fill_(0.5)  # every magnitude ties
+    pof.prune(lin, 0.35, keep_first_conv=False)
+    assert _zeros(lin) == 35
+    pof.unprune(lin)
+    pof.prune(lin, 0.35, scope="global", keep_first_conv=False)
+    assert _zeros(lin) == 35
