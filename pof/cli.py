@@ -35,7 +35,7 @@ def _csv(text: str) -> list[str]:
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field; unset flags keep the config/recipe value."""
-    from .train import TrainConfig
+    from .train import FIELD_HELP, TrainConfig
 
     skip = {"model_kwargs"}
     for f in dataclasses.fields(TrainConfig):
@@ -46,7 +46,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         kinds = {"bool": _bool, "list": _csv, "int": int, "float": float}
         kind = next((k for name, k in kinds.items() if name in str(f.type)), str)
         p.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                       help=f"(default: {default})")
+                       help=f"{FIELD_HELP.get(f.name, '')} (default: {default})".lstrip())
 
 
 def _train_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None):

@@ -119,6 +119,37 @@ class TrainConfig:
         return cls.from_dict(d)
 
 
+FIELD_HELP = {
+    "model": "registered model name (see pof.list_models())",
+    "data": "digits, an ImageFolder dir or .tar.gz, a CIFAR pickle dir, or an IDX dir",
+    "out": "run folder (config, metrics, checkpoints, report)",
+    "init": "start from these weights: a pof checkpoint, .safetensors or .pt/.pth state_dict",
+    "epochs": "training length in epochs (fractions allowed)",
+    "batch_size": "global batch size (split over DDP ranks)",
+    "schedule": "learning-rate schedule: cosine, onecycle or constant",
+    "warmup_epochs": "linear learning-rate warm-up",
+    "penalty": "none (standard), pof (sphere + pruning penalty) or l1",
+    "sparsity": "pof penalty's target sparsity, a fraction in [0, 1)",
+    "penalty_weight": "multiplier of the pof penalty",
+    "penalty_warmup": "epochs over which the penalty weight ramps up from 0",
+    "penalty_scope": "layer or global",
+    "penalty_refresh": "re-select the to-be-pruned weights every this many steps",
+    "penalty_beta": "weight of the margin term that keeps kept weights away from zero",
+    "l1_weight": "L1 regularisation weight (penalty l1)",
+    "sphere": "put weights on the unit sphere (default: on for penalty pof)",
+    "cosine": "cosine layers: also normalise each receptive field of the input",
+    "exclude": "comma-separated layer-name patterns pof leaves alone",
+    "ckpt_every": "write last.safetensors every this many steps (and at each epoch end)",
+    "amp": "bfloat16 autocast on GPU",
+    "channels_last": "channels-last memory format (faster convolutions)",
+    "workers": "data-loader worker processes (streaming data sets only)",
+    "tensorboard": "also log to OUT/tb (needs the tensorboard package)",
+    "progress": "show progress bars and per-epoch lines",
+    "max_steps": "stop after this many steps in total (writes a checkpoint)",
+    "device": "auto, cpu, cuda or cuda:N",
+}
+
+
 # ---------------------------------------------------------------- distributed helpers
 def _dist_info() -> tuple[int, int, int]:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
