@@ -4,6 +4,7 @@ Runs the protocol of docs/results/cifar10.md through the real ``pof`` CLI, print
 command before it runs it, then writes the tables and plots:
 
     python bench/cifar10.py --profile quick     # ResNet-20, 1 seed, short schedule (<=45 min)
+    python bench/cifar10.py --profile medium    # + L1, pof50/90, a 2nd seed, fine-tuning
     python bench/cifar10.py --profile full      # all arms, 2 seeds, ResNet-56, MobileNetV2
     python bench/cifar10.py --profile quick --report-only   # just rebuild the report
 
@@ -47,6 +48,7 @@ class ModelPlan:
     arm_epochs: float
     arms: tuple[str, ...]
     seeds: tuple[int, ...]
+    extra: tuple[tuple[str, int], ...] = ()  # more (arm, seed) runs beyond arms x seeds
     scratch: tuple[str, ...] = ()  # pof arms also trained from scratch (seed 0)
     finetune: tuple[float, ...] = ()  # sparsities with a fine-tuning arm
     ft_epochs: float = 2
@@ -58,6 +60,11 @@ class ModelPlan:
 PROFILES: dict[str, list[ModelPlan]] = {
     "quick": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3, arms=("standard", "pof70"),
                         seeds=(0,))],
+    # quick's runs plus every arm, a second seed for the main pair and fine-tuning (~2 h)
+    "medium": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3,
+                         arms=("standard", "l1", "pof50", "pof70", "pof90"), seeds=(0,),
+                         extra=(("standard", 1), ("pof70", 1)), finetune=(0.7, 0.9),
+                         ft_epochs=1)],
     "full": [
         ModelPlan("resnet20", pre_epochs=15, arm_epochs=8,
                   arms=("standard", "l1", "pof50", "pof70", "pof90"), seeds=(0, 1),
@@ -129,8 +136,9 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: list[dict]) -> list[di
     rows: list[dict] = []
     cont = ["--epochs", str(plan.arm_epochs), "--lr", str(plan.lr / 2),
             "--init", str(pre / "final.safetensors")]
-    runs = [(f"{arm}", seed, mdir / f"{arm}-s{seed}", cont + ARM_FLAGS[arm] + ["--seed",
-             str(seed)]) for arm in plan.arms for seed in plan.seeds]
+    pairs = [(arm, seed) for arm in plan.arms for seed in plan.seeds] + list(plan.extra)
+    runs = [(arm, seed, mdir / f"{arm}-s{seed}", cont + ARM_FLAGS[arm] + ["--seed", str(seed)])
+            for arm, seed in pairs]
     runs += [(f"{arm}-scratch", 0, mdir / f"{arm}-scratch-s0",
               ["--epochs", str(plan.pre_epochs + plan.arm_epochs), "--lr", str(plan.lr),
                "--warmup-epochs", "0.5", "--seed", "0"] + ARM_FLAGS[arm])
@@ -143,9 +151,7 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: list[dict]) -> list[di
                          "train_wall_s": wall})
     for s in plan.finetune:
         for arm, recover in (("standard", "zero"), (f"pof{int(s * 100)}", "mean")):
-            if arm not in plan.arms:
-                continue
-            for seed in plan.seeds:
+            for seed in [sd for a, sd in pairs if a == arm]:
                 src = mdir / f"{arm}-s{seed}"
                 pdir = mdir / f"ft{int(s * 100)}-{arm}-s{seed}"
                 if not (pdir / "pruned" / "pruned.safetensors").is_file():
@@ -236,14 +242,14 @@ def plots(rows: list[dict], root: Path, results: Path) -> list[str]:
 
 
 def keep_checkpoints(root: Path, results: Path) -> list[str]:
-    """Model-only copies (no optimizer state) of the ResNet-20 seed-0 arms."""
+    """Model-only copies (no optimizer state) of the headline ResNet-20 pair, seed 0."""
     from pof.checkpoint import model_from_checkpoint, save_checkpoint
 
     dest = results / "checkpoints"
     kept = []
-    for run_dir in sorted((root / "resnet20").glob("*-s0")):
+    for run_dir in (root / "resnet20" / "standard-s0", root / "resnet20" / "pof70-s0"):
         src = run_dir / "final.safetensors"
-        if not src.is_file() or run_dir.name.startswith("ft"):
+        if not src.is_file():
             continue
         model, meta = model_from_checkpoint(src)
         meta = {k: meta[k] for k in ("arch", "data", "config", "step", "epoch") if k in meta}
@@ -273,13 +279,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--out", default=None, help="runs folder (default: runs/cifar10-PROFILE)")
+    ap.add_argument("--out", default=None, help="runs folder (default: runs/cifar10; "
+                    "profiles share finished runs)")
     ap.add_argument("--results", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     if not Path(args.data).exists():
         sys.exit(f"CIFAR-10 not found at {args.data} (see ../shared/data/cifar10/README.md)")
-    root = Path(args.out or ROOT / "runs" / f"cifar10-{args.profile}")
+    root = Path(args.out or ROOT / "runs" / "cifar10")
     results = Path(args.results)
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     log_path = root / "commands.jsonl"
