@@ -919,22 +919,14 @@ def _batches(idx: Tensor, batch_size: int, drop_last: bool) -> list[Tensor]:
     return [idx[i: min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
 
 
-class InMemoryLoader:
-    """Batches from an :class:`ArrayDataset`: normalised float32 images, int64 labels.
+class _EpochLoader:
+    """Shared epoch order, sharding and drop-last rules of the two loaders."""
 
-    Training augmentation (batched, deterministic in seed/epoch/rank): random crop with
-    reflect padding ``max(1, H // 8)`` and, for 3-channel data, horizontal flip.
-    """
-
-    def __init__(self, ds: ArrayDataset, batch_size: int, train: bool, augment: bool,
-                 seed: int, epoch: int, distributed: tuple[int, int] | None,
-                 drop_last: bool) -> None:
+    def __init__(self, ds: Dataset, batch_size: int, train: bool, augment: bool, seed: int,
+                 epoch: int, distributed: tuple[int, int] | None, drop_last: bool) -> None:
         self.dataset, self.batch_size, self.train = ds, batch_size, train
         self.augment, self.seed, self.epoch = augment, seed, epoch
         self.distributed, self.drop_last = distributed, drop_last
-        C, H, W = ds.spec.image_size
-        self.pad = max(1, min(H, W) // 8)
-        self.flip = C == 3
         self._n = len(self._indices_batches())
 
     def _indices_batches(self) -> list[Tensor]:
@@ -947,6 +939,22 @@ class InMemoryLoader:
 
     def __len__(self) -> int:
         return self._n
+
+
+class InMemoryLoader(_EpochLoader):
+    """Batches from an :class:`ArrayDataset`: normalised float32 images, int64 labels.
+
+    Training augmentation (batched, deterministic in seed/epoch/rank): random crop with
+    reflect padding ``max(1, H // 8)`` and, for 3-channel data, horizontal flip.
+    """
+
+    def __init__(self, ds: ArrayDataset, batch_size: int, train: bool, augment: bool,
+                 seed: int, epoch: int, distributed: tuple[int, int] | None,
+                 drop_last: bool) -> None:
+        super().__init__(ds, batch_size, train, augment, seed, epoch, distributed, drop_last)
+        C, H, W = ds.spec.image_size
+        self.pad = max(1, min(H, W) // 8)
+        self.flip = C == 3
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         ds = self.dataset
@@ -978,28 +986,15 @@ class InMemoryLoader:
         return xp.gather(2, rows).gather(3, cols)
 
 
-class StreamingLoader:
+class StreamingLoader(_EpochLoader):
     """torch ``DataLoader`` over a :class:`StreamingImageFolder` with the same epoch order,
     sharding and drop-last rules as :class:`InMemoryLoader`; normalises batches."""
 
     def __init__(self, ds: StreamingImageFolder, batch_size: int, train: bool, augment: bool,
                  seed: int, epoch: int, distributed: tuple[int, int] | None,
                  num_workers: int, drop_last: bool) -> None:
-        self.dataset, self.batch_size, self.train = ds, batch_size, train
-        self.augment, self.seed, self.epoch = augment, seed, epoch
-        self.distributed, self.num_workers, self.drop_last = distributed, num_workers, drop_last
-        self._n = len(self._indices_batches())
-
-    def _indices_batches(self) -> list[list[int]]:
-        idx = _epoch_indices(len(self.dataset), self.train, self.seed, self.epoch,
-                             self.distributed)
-        return [b.tolist() for b in _batches(idx, self.batch_size, self.drop_last)]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self._n
+        super().__init__(ds, batch_size, train, augment, seed, epoch, distributed, drop_last)
+        self.num_workers = num_workers
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         ds = self.dataset
@@ -1007,7 +1002,8 @@ class StreamingLoader:
                                     augment=self.augment,
                                     aug_seed=_mix(self.seed, self.epoch, 2))
         dl = torch.utils.data.DataLoader(
-            view, batch_sampler=self._indices_batches(), num_workers=self.num_workers,
+            view, batch_sampler=[b.tolist() for b in self._indices_batches()],
+            num_workers=self.num_workers,
             persistent_workers=False)
         mean = torch.tensor(ds.spec.mean).view(1, -1, 1, 1)
         std = torch.tensor(ds.spec.std).view(1, -1, 1, 1)
