@@ -109,6 +109,43 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+# ---------------------------------------------------------------- sparse storage
+def _encode_sparse(tensors: dict[str, Tensor], min_zeros: float = 0.1) -> dict[str, list]:
+    """Store mostly-zero float tensors as non-zero values + a bit-packed mask, in place.
+
+    Returns ``{key: [shape, dtype]}`` for the metadata. A tensor with fraction ``z`` of
+    zeros then takes ``(1 - z) + 1/32`` of its float32 size.
+    """
+    import numpy as np
+
+    info = {}
+    for key in list(tensors):
+        t = tensors[key]
+        if not t.is_floating_point() or t.numel() < 64:
+            continue
+        nz = t != 0
+        if 1 - nz.float().mean().item() < min_zeros:
+            continue
+        del tensors[key]
+        tensors[f"{key}::values"] = t[nz].contiguous()
+        tensors[f"{key}::mask"] = torch.from_numpy(np.packbits(nz.flatten().numpy()))
+        info[key] = [list(t.shape), str(t.dtype).removeprefix("torch.")]
+    return info
+
+
+def _decode_sparse(tensors: dict[str, Tensor], info: dict[str, list]) -> None:
+    """Inverse of :func:`_encode_sparse`, in place."""
+    import numpy as np
+
+    for key, (shape, dtype) in info.items():
+        values, packed = tensors.pop(f"{key}::values"), tensors.pop(f"{key}::mask")
+        n = int(np.prod(shape)) if shape else 1
+        nz = torch.from_numpy(np.unpackbits(packed.numpy(), count=n).astype(bool))
+        dense = torch.zeros(n, dtype=getattr(torch, dtype))
+        dense[nz] = values
+        tensors[key] = dense.view(shape)
+
+
 # ---------------------------------------------------------------- save / load
 def _digest(tensors: dict[str, Tensor]) -> str:
     h = hashlib.sha256()
@@ -126,8 +163,13 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict[str, Tensor] | None = None,
+    compact: bool = False,
 ) -> Path:
-    """Atomically write ``model`` (+ optimizer, extra tensors, metadata) to ``path``."""
+    """Atomically write ``model`` (+ optimizer, extra tensors, metadata) to ``path``.
+
+    ``compact=True`` stores mostly-zero weights (a pruned model after ``pof.remove``) as
+    their non-zero values plus a bit mask, so the file shrinks with the sparsity.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -137,6 +179,8 @@ def save_checkpoint(
         tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
     for k, v in (extra or {}).items():
         tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
+    if compact:
+        info["compact"] = _encode_sparse(tensors)
     info["sha256"] = _digest(tensors)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"pof": json.dumps(info)})
@@ -168,6 +212,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
         raise CheckpointError(f"{path}: corrupt metadata") from None
     if meta.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{path}: content hash mismatch (file corrupt)")
+    _decode_sparse(tensors, meta.get("compact", {}))
     return tensors, meta
 
 

@@ -1,4 +1,4 @@
-"""The ``pof`` command: train, prune, eval, sweep, finetune, demo.
+"""The ``pof`` command: train, prune, export, eval, sweep, finetune, demo.
 
 User mistakes (unknown model, missing path, bad sparsity, bad config key, corrupt file) end
 with one line on stderr and exit code 2, never a traceback (set POF_DEBUG=1 to see one).
@@ -110,6 +110,25 @@ def cmd_prune(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from . import remove
+    from .checkpoint import model_from_checkpoint, save_checkpoint
+    from .prune import pruned_layers
+
+    src = Path(args.checkpoint)
+    model, meta = model_from_checkpoint(src)
+    if not pruned_layers(model):
+        raise ValueError(f"{src} is not pruned; run `pof prune` first")
+    remove(model)
+    meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config", "pruned")}
+    out = save_checkpoint(args.out, model, meta, compact=True)
+    dense = save_checkpoint(Path(args.out).with_suffix(".dense.tmp"), model, meta)
+    size, dense_size = out.stat().st_size, dense.stat().st_size
+    dense.unlink()
+    print(f"wrote {out}: {size / 1e6:.2f} MB ({100 * size / dense_size:.0f}% of the "
+          f"{dense_size / 1e6:.2f} MB dense file)")
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from .checkpoint import model_from_checkpoint
     from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
@@ -196,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder")
     prune_flags(pr)
     pr.set_defaults(func=cmd_prune)
+
+    x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk)")
+    x.add_argument("checkpoint", help="a checkpoint from `pof prune`")
+    x.add_argument("--out", required=True, help="output .safetensors file")
+    x.set_defaults(func=cmd_export)
 
     s = sub.add_parser("sweep", help="accuracy vs sparsity table and plots for checkpoints")
     s.add_argument("checkpoints", nargs="+")

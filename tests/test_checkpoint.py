@@ -111,3 +111,18 @@ def test_plain_weights_from_pt_safetensors_and_mismatch(tmp_path):
 def test_apply_structure_rejects_unknown_layer():
     with pytest.raises(CheckpointError, match="lacks"):
         apply_structure(_model(), {"nope": {"folded": True}})
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+def test_compact_file_shrinks_with_sparsity_and_loads_back(tmp_path, sparsity):
+    arch = {**ARCH, "kwargs": {"width": 32}}  # 130k weights: big enough that headers don't count
+    model = pof.create_model("small_cnn", num_classes=10, width=32).eval()
+    model = pof.remove(pof.prune(pof.to_sphere(model), sparsity, recover="mean"))
+    x = torch.randn(2, 1, 8, 8)
+    ref = model(x)
+    dense = save_checkpoint(tmp_path / "d.safetensors", model, {"arch": arch})
+    small = save_checkpoint(tmp_path / "c.safetensors", model, {"arch": arch}, compact=True)
+    ratio = small.stat().st_size / dense.stat().st_size
+    assert ratio < (1 - sparsity) + 0.1, ratio
+    loaded, _ = model_from_checkpoint(small)
+    torch.testing.assert_close(loaded.eval()(x), ref)

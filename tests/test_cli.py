@@ -35,6 +35,11 @@ def test_prune_eval_sweep_finetune(demo, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "global:" in out and (tmp_path / "p" / "pruned.safetensors").is_file()
     pruned = tmp_path / "p" / "pruned.safetensors"
+    assert main(["export", str(pruned), "--out", str(tmp_path / "small.safetensors")]) == 0
+    assert "% of the" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "small.safetensors")]) == 0
+    code, err = _err(capsys, ["export", str(ckpt), "--out", str(tmp_path / "x.safetensors")])
+    assert code == 2 and "not pruned" in err
     assert main(["finetune", str(pruned), "--epochs", "1", "--out", str(tmp_path / "ft"),
                  "--progress", "false"]) == 0
     import pof
