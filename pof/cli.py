@@ -94,7 +94,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_prune(args: argparse.Namespace) -> None:
     from . import prune, remove, sparsity_report
     from .checkpoint import model_from_checkpoint, save_checkpoint
+    from .masks import check_sparsity
 
+    if args.sparsity is not None:
+        check_sparsity(args.sparsity)  # before the (slow) load
     model, meta = model_from_checkpoint(args.checkpoint)
     prune(model, args.sparsity, scope=args.scope, pattern=args.pattern, recover=args.recover,
           exclude=args.exclude or None)
