@@ -850,7 +850,16 @@ def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None 
         return _load_path(path, split, cache, progress)
 
 
+def _lone_archive(path: Path) -> Path | None:
+    """The one archive in a directory that holds no data folders (e.g. our CIFAR copy)."""
+    if not path.is_dir() or any(p.is_dir() for p in path.iterdir()):
+        return None
+    archives = [p for p in path.iterdir() if p.is_file() and _is_archive(p)]
+    return archives[0] if len(archives) == 1 else None
+
+
 def _load_path(path: Path, split: str, cache: Path, progress: bool) -> Dataset:
+    path = _lone_archive(path) or path
     name, ident = path.resolve().name, None
     if path.is_file():
         if not _is_archive(path):

@@ -160,6 +160,16 @@ def test_cifar10_pickle_dir(tmp_path):
     assert len(te) == 4 and te.spec.mean == ds.spec.mean
 
 
+def test_directory_holding_one_archive(tmp_path, _cache):
+    root = _make_folder(tmp_path / "mini")
+    shipped = tmp_path / "shipped"  # like ../shared/data/cifar10: README + one tarball
+    shipped.mkdir()
+    _tar(root, shipped / "mini.tar.gz", "mini")
+    (shipped / "README.md").write_text("about the data")
+    ds = load_dataset(str(shipped), "train", progress=False)
+    assert ds.images.equal(load_dataset(str(root), "train", progress=False).images)
+
+
 def test_cifar10_pickle_tar(tmp_path):
     _write_cifar10(tmp_path / "src" / "cifar-10-batches-py")
     tgz = _tar(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "c10.tar.gz",
