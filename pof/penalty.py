@@ -66,6 +66,7 @@ class PrunePenalty(nn.Module):
         self._layers = [m for _, m in layers]  # plain list: not registered as children
         self.calls = 0
         self._masks: list[Tensor] | None = None
+        self._layer_id: Tensor | None = None
 
     def weights(self) -> list[Tensor]:
         """Current effective weights of the selected layers (differentiable)."""
@@ -76,29 +77,56 @@ class PrunePenalty(nn.Module):
         """Re-select the pruned set from the current weight magnitudes."""
         ws = [w.detach() for w in (weights or self.weights())]
         self._masks = compute_masks(ws, self.sparsity, self.scope, names=self.names)
+        self._flat_state(ws)
+
+    def load_masks(self, masks: list[Tensor]) -> None:
+        """Use these keep-masks (e.g. from a checkpoint) until the next refresh."""
+        ws = [w.detach() for w in self.weights()]
+        self._masks = [m.to(w.device) for m, w in zip(masks, ws, strict=True)]
+        self._flat_state(ws)
+
+    def _flat_state(self, ws: list[Tensor]) -> None:
+        # Everything below works on all layers at once, concatenated: a handful of large
+        # ops instead of a dozen small ones per layer (the step overhead is in the launches).
+        keep = torch.cat([k.flatten() for k in self._masks])
+        sizes = torch.tensor([w.numel() for w in ws], device=keep.device)
+        self._layer_id = torch.repeat_interleave(torch.arange(len(ws), device=keep.device),
+                                                 sizes)
+        self._keep = keep.to(ws[0].dtype)
+        self._pruned = 1 - self._keep
+        self._sizes = sizes.to(ws[0].dtype)
+        self._keep_count = torch.zeros(len(ws), dtype=ws[0].dtype, device=keep.device
+                                       ).index_add_(0, self._layer_id, self._keep).clamp_min(1)
+
+    def _per_layer(self, values: Tensor) -> Tensor:
+        out = torch.zeros(len(self.names), dtype=values.dtype, device=values.device)
+        return out.index_add(0, self._layer_id, values)
+
+    def _terms(self, ws: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(pruned-energy fraction, margin term) over the selected layers."""
+        if self._masks is None:
+            self.refresh(ws)
+        elif self._keep.device != ws[0].device:  # the model moved since the refresh
+            self.load_masks(self._masks)
+        flat = torch.cat([w.flatten() for w in ws])
+        sq = flat * flat
+        pruned, total = self._per_layer(sq * self._pruned), self._per_layer(sq)
+        if self.scope == "global":
+            energy = pruned.sum() / total.sum().clamp_min(1e-12)
+        else:
+            energy = (pruned / total.clamp_min(1e-12)).mean()
+        tau = (self.margin * (total.detach() / self._sizes).sqrt()).clamp_min(1e-12)
+        gap = torch.relu(tau[self._layer_id] - flat.abs()) * self._keep
+        margin = (self._per_layer(gap * gap) / (self._keep_count * tau * tau)).mean()
+        return energy, margin
 
     def pruned_energy(self, weights: list[Tensor] | None = None) -> Tensor:
         """Pruned-energy fraction (mean over layers, or of the total for global scope)."""
-        ws = weights or self.weights()
-        if self._masks is None:
-            self.refresh(ws)
-        pruned = [(w * w).masked_fill(k, 0).sum() for w, k in zip(ws, self._masks, strict=True)]
-        totals = [(w * w).sum().clamp_min(1e-12) for w in ws]
-        if self.scope == "global":
-            return torch.stack(pruned).sum() / torch.stack(totals).sum()
-        return torch.stack([p / t for p, t in zip(pruned, totals, strict=True)]).mean()
+        return self._terms(weights or self.weights())[0]
 
     def margin_term(self, weights: list[Tensor] | None = None) -> Tensor:
         """Mean over layers of the normalised squared shortfall of kept weights below tau."""
-        ws = weights or self.weights()
-        if self._masks is None:
-            self.refresh(ws)
-        terms = []
-        for w, keep in zip(ws, self._masks, strict=True):
-            tau = self.margin * w.detach().norm() / w.numel() ** 0.5
-            gap = torch.relu(tau - w.abs()).masked_fill(~keep, 0)
-            terms.append((gap * gap).sum() / (keep.sum().clamp_min(1) * tau.clamp_min(1e-12) ** 2))
-        return torch.stack(terms).mean()
+        return self._terms(weights or self.weights())[1]
 
     def forward(self) -> Tensor:
         """The penalty (a scalar tensor to add to the task loss)."""
@@ -107,10 +135,8 @@ class PrunePenalty(nn.Module):
             self.refresh(ws)
         if self.training:
             self.calls += 1
-        out = self.pruned_energy(ws)
-        if self.beta:
-            out = out + self.beta * self.margin_term(ws)
-        return self.weight * out
+        energy, margin = self._terms(ws)
+        return self.weight * (energy + self.beta * margin if self.beta else energy)
 
     def extra_repr(self) -> str:
         return (f"sparsity={self.sparsity}, scope={self.scope!r}, weight={self.weight}, "

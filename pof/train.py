@@ -355,7 +355,8 @@ class _Run:
         if isinstance(self.penalty, PrunePenalty):
             masks = [extra[f"penalty.{i}"] for i in range(len(self.penalty.names))
                      if f"penalty.{i}" in extra]
-            self.penalty._masks = [m.to(self.device) for m in masks] or None
+            if masks:
+                self.penalty.load_masks(masks)
             self.penalty.calls = int(meta.get("penalty_calls", 0))
         lines = (self.out / "metrics.jsonl").read_text().splitlines() if self.main else []
         self.metrics = [json.loads(ln) for ln in lines if ln.strip()]
