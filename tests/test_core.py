@@ -330,3 +330,13 @@ def test_ties_still_give_exact_counts():
     pof.unprune(lin)
     pof.prune(lin, 0.35, scope="global", keep_first_conv=False)
     assert _zeros(lin) == 35
+
+
+def test_kth_smallest_is_exact_on_large_tensors():
+    from pof.masks import _kth_smallest
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1 << 21, generator=g).abs()
+    x[:1000] = 0.5  # a block of ties
+    for k in (1, 1000, 777_777, (1 << 21) - 5):
+        assert _kth_smallest(x, k) == x.kthvalue(k).values
