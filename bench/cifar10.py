@@ -51,6 +51,7 @@ class ModelPlan:
     extra: tuple[tuple[str, int], ...] = ()  # more (arm, seed) runs beyond arms x seeds
     scratch: tuple[str, ...] = ()  # pof arms also trained from scratch (seed 0)
     finetune: tuple[float, ...] = ()  # sparsities with a fine-tuning arm
+    ft_seeds: tuple[int, ...] | None = None  # seeds fine-tuned (default: all)
     ft_epochs: float = 2
     model_kwargs: dict = field(default_factory=dict)
     lr: float = 0.1
@@ -62,11 +63,11 @@ PROFILES: dict[str, list[ModelPlan]] = {
                         seeds=(0,))],
     "tuning": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3, arms=("pof70w5", "pof70"),
                          seeds=(0,))],
-    # quick's runs plus every arm, a second seed for the main pair and fine-tuning (~2 h)
+    # quick's runs plus every arm, a second seed for the main pair, fine-tuning at 70% (~80 min)
     "medium": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3,
                          arms=("standard", "pof70", "pof90", "pof50", "l1"), seeds=(0,),
-                         extra=(("standard", 1), ("pof70", 1)), finetune=(0.7, 0.9),
-                         ft_epochs=1)],
+                         extra=(("standard", 1), ("pof70", 1)), finetune=(0.7,),
+                         ft_epochs=1, ft_seeds=(0,))],
     "full": [
         ModelPlan("resnet20", pre_epochs=15, arm_epochs=8,
                   arms=("standard", "l1", "pof50", "pof70", "pof90"), seeds=(0, 1),
@@ -160,7 +161,7 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: list[dict]) -> list[di
                          "train_wall_s": wall})
     for s in plan.finetune:
         for arm, recover in (("standard", "zero"), (f"pof{int(s * 100)}", "mean")):
-            for seed in [sd for a, sd in pairs if a == arm]:
+            for seed in [sd for a, sd in pairs if a == arm and sd in (plan.ft_seeds or (sd,))]:
                 src = mdir / f"{arm}-s{seed}"
                 pdir = mdir / f"ft{int(s * 100)}-{arm}-s{seed}"
                 if not (pdir / "pruned" / "pruned.safetensors").is_file():
