@@ -18,7 +18,7 @@ from PIL import Image
 from pof import data as D
 from pof.data import ArrayDataset, DataError, DataSpec, load_dataset, make_loader
 
-CIFAR_TGZ = Path("/work/shared/data/cifar10/cifar10-jpeg.tar.gz")
+CIFAR_TGZ = Path(__file__).resolve().parents[2] / "shared/data/cifar10/cifar10-jpeg.tar.gz"
 CLASSES = ["cat", "dog", "frog"]
 
 
