@@ -146,22 +146,33 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: list[dict]) -> list[di
     rows: list[dict] = []
     cont = ["--epochs", str(plan.arm_epochs), "--lr", str(plan.lr / 2),
             "--init", str(pre / "final.safetensors")]
-    pairs = [(arm, seed) for arm in plan.arms for seed in plan.seeds] + list(plan.extra)
+    main = [(arm, seed) for arm in plan.arms for seed in plan.seeds]
     runs = [(arm, seed, mdir / f"{arm}-s{seed}", cont + ARM_FLAGS[arm] + ["--seed", str(seed)])
-            for arm, seed in pairs]
+            for arm, seed in main + list(plan.extra)]
     runs += [(f"{arm}-scratch", 0, mdir / f"{arm}-scratch-s0",
               ["--epochs", str(plan.pre_epochs + plan.arm_epochs), "--lr", str(plan.lr),
                "--warmup-epochs", "0.5", "--seed", "0"] + ARM_FLAGS[arm])
              for arm in plan.scratch]
-    for arm, seed, out, flags in runs:
+    for i, (arm, seed, out, flags) in enumerate(runs):
+        if i == len(main):  # fine-tune the main runs before extra seeds and scratch runs
+            rows += finetune_runs(plan, main, mdir, data, log)
         train_run(out, base + flags, log)
         wall = last_metrics(out)["time_s"]
         for r in sweep_run(out / "final.safetensors", data, out / "sweep", log):
             rows.append({**r, "model": plan.model, "arm": arm, "seed": seed,
                          "train_wall_s": wall})
+    if len(runs) == len(main):
+        rows += finetune_runs(plan, main, mdir, data, log)
+    return rows
+
+
+def finetune_runs(plan: ModelPlan, main: list[tuple[str, int]], mdir: Path, data: str,
+                  log: list[dict]) -> list[dict]:
+    """Prune standard (zero fill) and pof (mean recovery), fine-tune both, masks fixed."""
+    rows = []
     for s in plan.finetune:
         for arm, recover in (("standard", "zero"), (f"pof{int(s * 100)}", "mean")):
-            for seed in [sd for a, sd in pairs if a == arm and sd in (plan.ft_seeds or (sd,))]:
+            for seed in [sd for a, sd in main if a == arm and sd in (plan.ft_seeds or (sd,))]:
                 src = mdir / f"{arm}-s{seed}"
                 pdir = mdir / f"ft{int(s * 100)}-{arm}-s{seed}"
                 if not (pdir / "pruned" / "pruned.safetensors").is_file():
