@@ -18,4 +18,4 @@ def test_readme_example_runs(capsys):
 def test_readme_test_command_matches_ci():
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     assert "python -m pytest tests" in README.read_text()
-    assert "python3 -m pytest tests" in ci
+    assert "\npython -m pytest tests\n" in ci
