@@ -234,8 +234,9 @@ def tables(rows: list[dict]) -> str:
                                                 for r in ft):
                 arm = arm_ft.removesuffix("+ft")
                 after = [r["top1"] for r in ft if (r["arm"], r["sparsity"]) == (arm_ft, s)]
-                before = [r["top1"] for r in mrows
-                          if (r["arm"], r["recover"], r["sparsity"]) == (arm, rec, s)]
+                seeds = {r["seed"] for r in ft if (r["arm"], r["sparsity"]) == (arm_ft, s)}
+                before = [r["top1"] for r in mrows if r["seed"] in seeds
+                          and (r["arm"], r["recover"], r["sparsity"]) == (arm, rec, s)]
                 out.append(f"| {arm} | {rec} | {100 * s:g}% | {len(after)} | {_agg(before)} "
                            f"| {_agg(after)} |")
             out.append("")
