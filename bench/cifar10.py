@@ -88,6 +88,9 @@ def _pof(s: float, weight: float = POF_WEIGHT) -> list[str]:
             "--penalty-warmup", "0.5", "--penalty-refresh", "50"]
 
 
+FT_RECOVER = {"standard": "zero"}  # conventional pruning; pof arms use mean recovery
+
+
 def plan_dir(root: Path, plan: ModelPlan) -> Path:
     """Runs of one model and schedule: profiles with the same schedule share finished runs."""
     return root / f"{plan.model}-e{plan.pre_epochs:g}+{plan.arm_epochs:g}"
@@ -125,15 +128,30 @@ def train_run(out: Path, flags: list[str], log: list[dict]) -> Path:
     return out
 
 
-def sweep_run(ckpt: Path, data: str, out: Path, log: list[dict]) -> list[dict]:
+def sweep_run(ckpt: Path, data: str, out: Path, log: list[dict]) -> None:
+    """Sweep ``ckpt`` into ``out`` unless done already."""
     if not (out / "sweep.json").is_file():
         run(pof_cmd("sweep", str(ckpt), "--data", data, "--out", str(out), "--sparsities",
                     ",".join(map(str, SPARSITIES))), log)
-    return json.loads((out / "sweep.json").read_text())
 
 
 def last_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def sweep_rows(plan: ModelPlan, arm: str, seed: int, out: Path) -> list[dict]:
+    """Result rows of one finished, swept run."""
+    wall = last_metrics(out)["time_s"]
+    return [{**r, "model": plan.model, "arm": arm, "seed": seed, "train_wall_s": wall}
+            for r in json.loads((out / "sweep" / "sweep.json").read_text())]
+
+
+def ft_row(plan: ModelPlan, arm: str, seed: int, s: float, recover: str, ft: Path) -> dict:
+    """Result row of one finished fine-tuning run."""
+    m = last_metrics(ft)
+    return {"model": plan.model, "arm": f"{arm}+ft", "seed": seed, "sparsity": s,
+            "recover": recover, "label": f"{arm}+ft", "top1": m["test_top1"],
+            "train_wall_s": m["time_s"]}
 
 
 def run_plan(plan: ModelPlan, data: str, root: Path, log: list[dict]) -> list[dict]:
@@ -162,10 +180,8 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: list[dict]) -> list[di
         if i == len(main):  # fine-tune the main runs before extra seeds and scratch runs
             rows += finetune_runs(plan, main, mdir, data, log)
         train_run(out, base + flags, log)
-        wall = last_metrics(out)["time_s"]
-        for r in sweep_run(out / "final.safetensors", data, out / "sweep", log):
-            rows.append({**r, "model": plan.model, "arm": arm, "seed": seed,
-                         "train_wall_s": wall})
+        sweep_run(out / "final.safetensors", data, out / "sweep", log)
+        rows += sweep_rows(plan, arm, seed, out)
     if len(runs) == len(main):
         rows += finetune_runs(plan, main, mdir, data, log)
     return rows
@@ -176,7 +192,8 @@ def finetune_runs(plan: ModelPlan, main: list[tuple[str, int]], mdir: Path, data
     """Prune standard (zero fill) and pof (mean recovery), fine-tune both, masks fixed."""
     rows = []
     for s in plan.finetune:
-        for arm, recover in (("standard", "zero"), (f"pof{int(s * 100)}", "mean")):
+        for arm in ("standard", f"pof{int(s * 100)}"):
+            recover = FT_RECOVER.get(arm, "mean")
             for seed in [sd for a, sd in main if a == arm and sd in (plan.ft_seeds or (sd,))]:
                 src = mdir / f"{arm}-s{seed}"
                 pdir = mdir / f"ft{int(s * 100)}-{arm}-s{seed}"
@@ -190,10 +207,7 @@ def finetune_runs(plan: ModelPlan, main: list[tuple[str, int]], mdir: Path, data
                                 "--epochs", str(plan.ft_epochs), "--lr", str(plan.lr / 10),
                                 "--out", str(ft), "--data", data, "--seed", str(seed),
                                 "--workers", "0", "--progress", "false", *resume), log)
-                rows.append({"model": plan.model, "arm": f"{arm}+ft", "seed": seed,
-                             "sparsity": s, "recover": recover, "label": f"{arm}+ft",
-                             "top1": last_metrics(ft)["test_top1"],
-                             "train_wall_s": last_metrics(ft)["time_s"]})
+                rows.append(ft_row(plan, arm, seed, s, recover, ft))
     return rows
 
 
@@ -384,18 +398,12 @@ def collect(plan: ModelPlan, root: Path) -> list[dict]:
         if run_dir.name.startswith("ft") or not sw.is_file():
             continue
         arm, seed = run_dir.name.rsplit("-s", 1)
-        wall = last_metrics(run_dir)["time_s"]
-        rows += [{**r, "model": plan.model, "arm": arm, "seed": int(seed), "train_wall_s": wall}
-                 for r in json.loads(sw.read_text())]
+        rows += sweep_rows(plan, arm, int(seed), run_dir)
     for ft in sorted(mdir.glob("ft*/finetune")):
-        name = ft.parent.name  # ft70-standard-s0
-        pct, rest = name[2:].split("-", 1)
+        pct, rest = ft.parent.name[2:].split("-", 1)  # ft70-standard-s0
         arm, seed = rest.rsplit("-s", 1)
-        recover = "zero" if arm == "standard" else "mean"
-        rows.append({"model": plan.model, "arm": f"{arm}+ft", "seed": int(seed),
-                     "sparsity": int(pct) / 100, "recover": recover, "label": f"{arm}+ft",
-                     "top1": last_metrics(ft)["test_top1"],
-                     "train_wall_s": last_metrics(ft)["time_s"]})
+        recover = FT_RECOVER.get(arm, "mean")
+        rows.append(ft_row(plan, arm, int(seed), int(pct) / 100, recover, ft))
     return rows
 
 
