@@ -53,6 +53,7 @@ class ModelPlan:
     finetune: tuple[float, ...] = ()  # sparsities with a fine-tuning arm
     ft_seeds: tuple[int, ...] | None = None  # seeds fine-tuned (default: all)
     ft_epochs: float = 2
+    bn_recal_seeds: tuple[int, ...] = (0,)  # runs also swept with BatchNorm recalibration
     model_kwargs: dict = field(default_factory=dict)
     lr: float = 0.1
     wd: float = 5e-4
@@ -63,11 +64,14 @@ PROFILES: dict[str, list[ModelPlan]] = {
                         seeds=(0,))],
     "tuning": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3, arms=("pof70w5", "pof70"),
                          seeds=(0,))],
-    # quick's runs plus every arm, a second seed for the main pair, fine-tuning at 70% (~80 min)
+    # every ResNet-20 arm x 2 seeds, pof70 from scratch, fine-tuning at 70/90%, and a
+    # narrow MobileNetV2 (the paper's fine-tuning case) on a short schedule (~4 CPU-hours)
     "medium": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3,
-                         arms=("standard", "pof70", "pof90", "pof50", "l1"), seeds=(0,),
-                         extra=(("standard", 1), ("pof70", 1)), finetune=(0.7,),
-                         ft_epochs=1, ft_seeds=(0,))],
+                         arms=("standard", "pof70", "pof90", "pof50", "l1"), seeds=(0, 1),
+                         scratch=("pof70",), finetune=(0.7, 0.9), ft_epochs=1, ft_seeds=(0,)),
+               ModelPlan("mobilenet_v2_cifar", pre_epochs=4, arm_epochs=2,
+                         arms=("standard", "pof70"), seeds=(0,), finetune=(0.7,), ft_epochs=1,
+                         model_kwargs={"width_mult": 0.35}, lr=0.05, wd=4e-5)],
     "full": [
         ModelPlan("resnet20", pre_epochs=15, arm_epochs=8,
                   arms=("standard", "l1", "pof50", "pof70", "pof90"), seeds=(0, 1),
@@ -93,7 +97,8 @@ FT_RECOVER = {"standard": "zero"}  # conventional pruning; pof arms use mean rec
 
 def plan_dir(root: Path, plan: ModelPlan) -> Path:
     """Runs of one model and schedule: profiles with the same schedule share finished runs."""
-    return root / f"{plan.model}-e{plan.pre_epochs:g}+{plan.arm_epochs:g}"
+    kw = "".join(f"-{k.split('_')[0]}{v:g}" for k, v in sorted(plan.model_kwargs.items()))
+    return root / f"{plan.model}{kw}-e{plan.pre_epochs:g}+{plan.arm_epochs:g}"
 
 
 ARM_FLAGS = {
@@ -104,13 +109,15 @@ ARM_FLAGS = {
 }
 
 
-def run(cmd: list[str], log: list[dict]) -> float:
-    """Run ``cmd`` (printed first), fail loudly, return its wall time."""
+def run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` (printed first), fail loudly, append it and its wall time to ``log``."""
     print("$ " + shlex.join(cmd), flush=True)
     t = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.time() - t
-    log.append({"cmd": shlex.join(cmd), "wall_s": round(wall, 1)})
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(json.dumps({"cmd": shlex.join(cmd), "wall_s": round(wall, 1)}) + "\n")
     return wall
 
 
@@ -118,7 +125,7 @@ def pof_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pof", *args]
 
 
-def train_run(out: Path, flags: list[str], log: list[dict]) -> Path:
+def train_run(out: Path, flags: list[str], log: Path) -> Path:
     """Train into ``out`` unless finished; resume if interrupted."""
     if (out / "final.safetensors").is_file():
         print(f"# done already: {out}")
@@ -128,11 +135,25 @@ def train_run(out: Path, flags: list[str], log: list[dict]) -> Path:
     return out
 
 
-def sweep_run(ckpt: Path, data: str, out: Path, log: list[dict]) -> None:
-    """Sweep ``ckpt`` into ``out`` unless done already."""
-    if not (out / "sweep.json").is_file():
-        run(pof_cmd("sweep", str(ckpt), "--data", data, "--out", str(out), "--sparsities",
-                    ",".join(map(str, SPARSITIES))), log)
+BN_RECAL_BATCHES = 20  # x 128 unaugmented training images, forward passes only
+BN_RECAL_SPARSITIES = (0.5, 0.7, 0.9)
+
+
+def sweep_run(ckpt: Path, data: str, out: Path, log: Path, bn_recal: bool = False) -> None:
+    """Sweep ``ckpt`` into ``out`` unless done already (``bn_recal``: separate BN table)."""
+    if (out / "sweep.json").is_file():
+        return
+    sps = BN_RECAL_SPARSITIES if bn_recal else SPARSITIES
+    extra = ["--bn-recal", str(BN_RECAL_BATCHES)] if bn_recal else []
+    run(pof_cmd("sweep", str(ckpt), "--data", data, "--out", str(out), "--sparsities",
+                ",".join(map(str, sps)), *extra), log)
+
+
+def sweep_both(run_dir: Path, data: str, log: Path, bn_recal: bool) -> None:
+    """The main sweep of a finished run, then (if asked) its BatchNorm-recalibrated one."""
+    sweep_run(run_dir / "final.safetensors", data, run_dir / "sweep", log)
+    if bn_recal:
+        sweep_run(run_dir / "final.safetensors", data, run_dir / "sweep-bnrecal", log, True)
 
 
 def last_metrics(run_dir: Path) -> dict:
@@ -140,10 +161,16 @@ def last_metrics(run_dir: Path) -> dict:
 
 
 def sweep_rows(plan: ModelPlan, arm: str, seed: int, out: Path) -> list[dict]:
-    """Result rows of one finished, swept run."""
+    """Result rows of one finished, swept run (BatchNorm-recalibrated rows included)."""
     wall = last_metrics(out)["time_s"]
-    return [{**r, "model": plan.model, "arm": arm, "seed": seed, "train_wall_s": wall}
-            for r in json.loads((out / "sweep" / "sweep.json").read_text())]
+    rows = []
+    for name in ("sweep", "sweep-bnrecal"):
+        path = out / name / "sweep.json"
+        if path.is_file():
+            rows += [{"bn_recal": False, **r, "model": plan.model, "arm": arm, "seed": seed,
+                      "train_wall_s": wall} for r in json.loads(path.read_text())
+                     if name == "sweep" or r["recover"] != "dense"]
+    return rows
 
 
 def ft_row(plan: ModelPlan, arm: str, seed: int, s: float, recover: str, ft: Path) -> dict:
@@ -154,43 +181,44 @@ def ft_row(plan: ModelPlan, arm: str, seed: int, s: float, recover: str, ft: Pat
             "train_wall_s": m["time_s"]}
 
 
-def run_plan(plan: ModelPlan, data: str, root: Path, log: list[dict]) -> list[dict]:
-    """Train, sweep and fine-tune everything in ``plan``; return result rows."""
+def run_plan(plan: ModelPlan, data: str, root: Path, log: Path) -> None:
+    """Train, sweep and fine-tune everything in ``plan`` (finished runs are skipped).
+
+    Order: every arm at the first seed, its fine-tuning runs, then the other seeds, then the
+    from-scratch runs, so that a stopped profile leaves complete comparisons behind.
+    """
     base = ["--model", plan.model, "--data", data, "--batch-size", "128", "--workers", "0",
             "--weight-decay", str(plan.wd), "--ckpt-every", "200", "--progress", "false"]
+    mdir = plan_dir(root, plan)
     if plan.model_kwargs:  # not a CLI flag: goes through a tiny recipe file
-        recipe = plan_dir(root, plan) / "model.yaml"
+        recipe = mdir / "model.yaml"
         recipe.parent.mkdir(parents=True, exist_ok=True)
         recipe.write_text(json.dumps({"model_kwargs": plan.model_kwargs}))
         base += ["--config", str(recipe)]
-    mdir = plan_dir(root, plan)
     pre = train_run(mdir / "pretrained", base + ["--epochs", str(plan.pre_epochs), "--lr",
                     str(plan.lr), "--warmup-epochs", "0.5", "--seed", "0"], log)
-    rows: list[dict] = []
     cont = ["--epochs", str(plan.arm_epochs), "--lr", str(plan.lr / 2),
             "--init", str(pre / "final.safetensors")]
-    main = [(arm, seed) for arm in plan.arms for seed in plan.seeds]
-    runs = [(arm, seed, mdir / f"{arm}-s{seed}", cont + ARM_FLAGS[arm] + ["--seed", str(seed)])
-            for arm, seed in main + list(plan.extra)]
-    runs += [(f"{arm}-scratch", 0, mdir / f"{arm}-scratch-s0",
-              ["--epochs", str(plan.pre_epochs + plan.arm_epochs), "--lr", str(plan.lr),
-               "--warmup-epochs", "0.5", "--seed", "0"] + ARM_FLAGS[arm])
-             for arm in plan.scratch]
-    for i, (arm, seed, out, flags) in enumerate(runs):
-        if i == len(main):  # fine-tune the main runs before extra seeds and scratch runs
-            rows += finetune_runs(plan, main, mdir, data, log)
-        train_run(out, base + flags, log)
-        sweep_run(out / "final.safetensors", data, out / "sweep", log)
-        rows += sweep_rows(plan, arm, seed, out)
-    if len(runs) == len(main):
-        rows += finetune_runs(plan, main, mdir, data, log)
-    return rows
+    main = [(arm, seed) for seed in plan.seeds for arm in plan.arms]
+    first = [(arm, seed) for arm, seed in main if seed == plan.seeds[0]]
+    for i, (arm, seed) in enumerate(main):
+        if i == len(first):
+            finetune_runs(plan, main, mdir, data, log)
+        out = train_run(mdir / f"{arm}-s{seed}", base + cont + ARM_FLAGS[arm] +
+                        ["--seed", str(seed)], log)
+        sweep_both(out, data, log, seed in plan.bn_recal_seeds)
+    if len(first) == len(main):
+        finetune_runs(plan, main, mdir, data, log)
+    for arm in plan.scratch:
+        out = train_run(mdir / f"{arm}-scratch-s0", base + [
+            "--epochs", str(plan.pre_epochs + plan.arm_epochs), "--lr", str(plan.lr),
+            "--warmup-epochs", "0.5", "--seed", "0"] + ARM_FLAGS[arm], log)
+        sweep_both(out, data, log, False)
 
 
 def finetune_runs(plan: ModelPlan, main: list[tuple[str, int]], mdir: Path, data: str,
-                  log: list[dict]) -> list[dict]:
+                  log: Path) -> None:
     """Prune standard (zero fill) and pof (mean recovery), fine-tune both, masks fixed."""
-    rows = []
     for s in plan.finetune:
         for arm in ("standard", f"pof{int(s * 100)}"):
             recover = FT_RECOVER.get(arm, "mean")
@@ -207,8 +235,6 @@ def finetune_runs(plan: ModelPlan, main: list[tuple[str, int]], mdir: Path, data
                                 "--epochs", str(plan.ft_epochs), "--lr", str(plan.lr / 10),
                                 "--out", str(ft), "--data", data, "--seed", str(seed),
                                 "--workers", "0", "--progress", "false", *resume), log)
-                rows.append(ft_row(plan, arm, seed, s, recover, ft))
-    return rows
 
 
 # ---------------------------------------------------------------- report
@@ -221,24 +247,42 @@ def _agg(vals: list[float]) -> str:
     return f"{m:.2f} ± {100 * statistics.stdev(vals):.2f}"
 
 
+def _sweep_table(title: str, pruned: list[dict], dense: list[dict]) -> list[str]:
+    """Arm x recovery rows, sparsity columns (mean ± std over the seeds in ``pruned``)."""
+    sps = sorted({r["sparsity"] for r in pruned if r["recover"] != "dense"})
+    head = ["arm", "recovery", "seeds", "dense", *(f"{100 * s:g}%" for s in sps)]
+    out = [title, "", "| " + " | ".join(head) + " |",
+           "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for arm in dict.fromkeys(r["arm"] for r in pruned):
+        seeds = {r["seed"] for r in pruned if r["arm"] == arm}
+        d = [r["top1"] for r in dense if r["arm"] == arm and r["seed"] in seeds]
+        for rec in ("zero", "mean"):
+            cells = [_agg([r["top1"] for r in pruned if r["arm"] == arm and
+                           r["recover"] == rec and r["sparsity"] == s]) for s in sps]
+            out.append(f"| {arm} | {rec} | {len(seeds)} | {_agg(d)} | " + " | ".join(cells) +
+                       " |")
+    return out + [""]
+
+
+def main_rows(rows: list[dict], model: str) -> list[dict]:
+    """One-shot rows of ``model``: no fine-tuning, no BatchNorm recalibration."""
+    return [r for r in rows if r["model"] == model and not r["arm"].endswith("+ft")
+            and not r.get("bn_recal")]
+
+
 def tables(rows: list[dict]) -> str:
-    """Markdown tables: per model, arm × recovery rows, sparsity columns (mean ± std)."""
+    """Markdown tables per model: one-shot, BatchNorm-recalibrated, fine-tuned."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        mrows = [r for r in rows if r["model"] == model and not r["arm"].endswith("+ft")]
-        sps = sorted({r["sparsity"] for r in mrows if r["recover"] != "dense"})
-        head = ["arm", "recovery", "seeds", "dense", *(f"{100 * s:g}%" for s in sps)]
-        out += [f"### {model}: top-1 (%) after one-shot pruning, no fine-tuning", "",
-                "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-        for arm in dict.fromkeys(r["arm"] for r in mrows):
-            dense = [r["top1"] for r in mrows if r["arm"] == arm and r["recover"] == "dense"]
-            for rec in ("zero", "mean"):
-                cells = [_agg([r["top1"] for r in mrows if r["arm"] == arm and
-                               r["recover"] == rec and r["sparsity"] == s]) for s in sps]
-                seeds = len({r["seed"] for r in mrows if r["arm"] == arm})
-                out.append(f"| {arm} | {rec} | {seeds} | {_agg(dense)} | " +
-                           " | ".join(cells) + " |")
-        out.append("")
+        mrows = main_rows(rows, model)
+        dense = [r for r in mrows if r["recover"] == "dense"]
+        out += _sweep_table(f"### {model}: top-1 (%) after one-shot pruning, no fine-tuning",
+                            mrows, dense)
+        bn = [r for r in rows if r["model"] == model and r.get("bn_recal")]
+        if bn:
+            out += _sweep_table(
+                f"### {model}: top-1 (%) after one-shot pruning + BatchNorm recalibration "
+                f"({BN_RECAL_BATCHES} x 128 training images, forward passes only)", bn, dense)
         ft = [r for r in rows if r["model"] == model and r["arm"].endswith("+ft")]
         if ft:
             out += [f"### {model}: fine-tuned with fixed masks", "",
@@ -264,7 +308,7 @@ def targets_table(rows: list[dict], model: str = "resnet20") -> str:
     """pof at its own target sparsity against the issue's targets (mean over seeds)."""
 
     def top1(arm: str, recover: str, s: float) -> float | None:
-        v = [r["top1"] for r in rows if r["model"] == model and r["arm"] == arm
+        v = [r["top1"] for r in main_rows(rows, model) if r["arm"] == arm
              and r["recover"] == recover and (recover == "dense" or r["sparsity"] == s)]
         return 100 * statistics.mean(v) if v else None
 
@@ -284,6 +328,25 @@ def targets_table(rows: list[dict], model: str = "resnet20") -> str:
     return "\n".join(lines)
 
 
+def ft_target(rows: list[dict], model: str = "mobilenet_v2_cifar", s: float = 0.7) -> str:
+    """Fine-tuned drop vs the standard dense model: pof's should be at most half."""
+    def mean(vals: list[float]) -> float | None:
+        return 100 * statistics.mean(vals) if vals else None
+
+    std = mean([r["top1"] for r in main_rows(rows, model)
+                if r["arm"] == "standard" and r["recover"] == "dense"])
+    after = {a: mean([r["top1"] for r in rows if r["model"] == model and r["sparsity"] == s
+                      and r["arm"] == f"{a}+ft"]) for a in ("standard", f"pof{int(100 * s)}")}
+    if std is None or None in after.values():
+        return ""
+    drop = {a: std - v for a, v in after.items()}
+    conv, ours = drop["standard"], drop[f"pof{int(100 * s)}"]
+    verdict = "met" if ours <= conv / 2 else "missed"
+    return (f"{model} at {100 * s:g}% after fine-tuning, drop vs the standard dense model "
+            f"({std:.2f}): conventional {conv:.2f}, pof {ours:.2f} points (target: pof at "
+            f"most half the conventional drop, {conv / 2:.2f}: {verdict}).")
+
+
 def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str]:
     dirs = {p.model: plan_dir(root, p) for p in PROFILES[profile]}
     from pof.checkpoint import model_from_checkpoint
@@ -291,7 +354,7 @@ def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str
 
     made = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        mrows = [r for r in rows if r["model"] == model and not r["arm"].endswith("+ft")]
+        mrows = main_rows(rows, model)
         avg: dict[tuple, list[float]] = {}
         for r in mrows:
             avg.setdefault((r["arm"], r["recover"], r["sparsity"]), []).append(r["top1"])
@@ -353,6 +416,9 @@ def main() -> None:
                     "profiles share finished runs)")
     ap.add_argument("--results", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated subset of the profile's models to run (the report "
+                    "always covers every finished run of the profile)")
     args = ap.parse_args()
     if not Path(args.data).exists():
         sys.exit(f"CIFAR-10 not found at {args.data} (see ../shared/data/cifar10/README.md)")
@@ -360,22 +426,20 @@ def main() -> None:
     results = Path(args.results)
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     log_path = root / "commands.jsonl"
-    log: list[dict] = []
     t0 = time.time()
-    rows: list[dict] = []
-    for plan in PROFILES[args.profile]:
-        if args.report_only:
-            rows += collect(plan, root)
-        else:
-            rows += run_plan(plan, args.data, root, log)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as f:
-        for entry in log:
-            f.write(json.dumps(entry) + "\n")
+    plans = PROFILES[args.profile]
+    wanted = args.models.split(",") if args.models else [p.model for p in plans]
+    if unknown := set(wanted) - {p.model for p in plans}:
+        sys.exit(f"profile {args.profile} has no model {', '.join(sorted(unknown))}")
+    if not args.report_only:
+        for plan in plans:
+            if plan.model in wanted:
+                run_plan(plan, args.data, root, log_path)
+    rows = [row for plan in plans for row in collect(plan, root)]
     results.mkdir(parents=True, exist_ok=True)
     (results / f"cifar10_{args.profile}.json").write_text(json.dumps(rows, indent=1))
     text = tables(rows) + "\n### Against the targets (pof at its own target sparsity)\n\n" + \
-        targets_table(rows) + "\n"
+        targets_table(rows) + "\n\n" + ft_target(rows) + "\n"
     figs = plots(rows, root, results, args.profile)
     kept = keep_checkpoints(root, results, args.profile)
     summary = [f"<!-- generated by: {shlex.join(['python', *sys.argv])} -->",

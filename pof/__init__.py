@@ -1,9 +1,10 @@
 """pof: Pruning On-the-Fly — prune PyTorch models without retraining.
 
 Core (works on any ``nn.Module``): :func:`to_sphere`, :class:`PrunePenalty`, :func:`prune`,
-:func:`remove`, :func:`sparsity_report`. Models: :func:`create_model`.
+:func:`remove`, :func:`sparsity_report`, :func:`recalibrate_bn`. Models: :func:`create_model`.
 """
 
+from .bn_recal import recalibrate_bn
 from .masks import compute_masks
 from .penalty import L1Penalty, PrunePenalty
 from .prune import FoldedConv2d, FoldedLinear, PruneMask, fold, is_pruned, prune, remove, unprune
@@ -16,8 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "FoldedConv2d", "FoldedLinear", "L1Penalty", "PruneMask", "PrunePenalty", "SparsityReport",
     "UnitSphere", "compute_masks", "create_model", "fold", "from_sphere", "is_pruned",
-    "is_sphere", "list_models", "prune", "remove", "select_layers", "sparsity_report",
-    "to_sphere", "unprune",
+    "is_sphere", "list_models", "prune", "recalibrate_bn", "remove", "select_layers",
+    "sparsity_report", "to_sphere", "unprune",
 ]
 
 

@@ -33,6 +33,16 @@ def _csv(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
+def _nonneg_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field; unset flags keep the config/recipe value."""
     from .train import FIELD_HELP, TrainConfig
@@ -83,6 +93,16 @@ def _eval_fn(data: str, batch: int, progress: bool):
     return lambda model: evaluate(model, loader, "cpu")
 
 
+def _recal_fn(data: str, batches: int, batch_size: int):
+    """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches."""
+    from .bn_recal import recalibrate_bn
+    from .data import load_dataset, make_loader
+
+    ds = load_dataset(data, "train", progress=True)
+    return lambda model: recalibrate_bn(
+        model, make_loader(ds, batch_size, train=True, augment=False, seed=0), batches)
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from .checkpoint import model_from_checkpoint
 
@@ -101,13 +121,16 @@ def cmd_prune(args: argparse.Namespace) -> None:
     model, meta = model_from_checkpoint(args.checkpoint)
     prune(model, args.sparsity, scope=args.scope, pattern=args.pattern, recover=args.recover,
           exclude=args.exclude or None)
+    if args.bn_recal:
+        _recal_fn(_data_source(args, meta), args.bn_recal, args.batch_size)(model)
     if args.permanent:
         remove(model)
     report = sparsity_report(model)
     print(report)
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
     meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
-                      "recover": args.recover, "source": str(args.checkpoint)}
+                      "recover": args.recover, "source": str(args.checkpoint),
+                      "bn_recal_batches": args.bn_recal}
     path = save_checkpoint(Path(args.out) / "pruned.safetensors", model, meta)
     (Path(args.out) / "sparsity.txt").write_text(str(report) + "\n")
     print(f"wrote {path}")
@@ -143,9 +166,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     for ckpt in args.checkpoints:
         model, meta = model_from_checkpoint(ckpt)
         label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
-        evaluate = _eval_fn(_data_source(args, meta), args.batch_size, True)
+        data = _data_source(args, meta)
+        evaluate = _eval_fn(data, args.batch_size, True)
+        recal = _recal_fn(data, args.bn_recal, 128) if args.bn_recal else None
         rows += sweep(model, evaluate, sparsities, recovers=args.recover.split(","),
-                      scope=args.scope, exclude=args.exclude or None, label=label)
+                      scope=args.scope, exclude=args.exclude or None, label=label,
+                      recalibrate=recal)
         models[label] = model
     table = markdown_table(rows)
     print(table)
@@ -206,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--scope", choices=("layer", "global"), default="layer")
         q.add_argument("--exclude", type=_csv, default=[],
                        help="comma-separated layer-name patterns to keep dense")
+        q.add_argument("--bn-recal", type=_nonneg_int, default=0, metavar="N",
+                       help="after pruning, re-estimate BatchNorm statistics on N unaugmented "
+                       "training batches (no weight updates; default 0 = off)")
 
     pr = sub.add_parser("prune", help="one-shot prune a checkpoint")
     pr.add_argument("checkpoint")
@@ -217,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                     " with fixed masks")
     pr.add_argument("--out", required=True, help="output folder")
     prune_flags(pr)
+    data_flags(pr)
     pr.set_defaults(func=cmd_prune)
 
     x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk)")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 from torch import nn
 from tqdm import tqdm
 
+from .bn_recal import preserved_bn_stats
 from .masks import check_sparsity
 from .prune import RECOVER, prune, pruned_layers, unprune
 from .selection import select_layers
@@ -44,6 +46,7 @@ def sweep(
     include: str | Sequence[str] | None = None,
     progress: bool = True,
     label: str = "",
+    recalibrate: Callable[[nn.Module], object] | None = None,
 ) -> list[dict]:
     """Evaluate ``model`` dense and pruned at each sparsity and recovery mode.
 
@@ -53,6 +56,9 @@ def sweep(
     global sparsity over the layers pof prunes (``include``/``exclude`` applied), not
     over layers left dense. The model is pruned in place and unpruned after each run,
     also when ``evaluate`` raises; train/eval modes are restored at the end.
+    ``recalibrate(model)`` (e.g. :func:`pof.recalibrate_bn` on a few training batches) runs
+    after each prune, before ``evaluate``; BatchNorm statistics are restored after each run
+    and rows get ``bn_recal=True``.
     """
     ss = _check_sparsities(sparsities)
     for r in recovers:
@@ -72,18 +78,24 @@ def sweep(
     with tqdm(runs, desc=f"sweep {label}".strip(), disable=not progress, leave=False) as bar:
         for s, r in bar:
             bar.set_postfix_str(f"{r} {100 * s:g}%")
-            try:
-                if r != "dense":
-                    prune(model, s, scope=scope, recover=r, include=include, exclude=exclude)
-                measured = _measured_sparsity(model, names)
-                metrics = evaluate(model)
-            finally:
-                if r != "dense":
-                    unprune(model)
-                for m, training in modes.items():
-                    m.training = training
+            keep_bn = preserved_bn_stats(model) if recalibrate else nullcontext()
+            with keep_bn:
+                try:
+                    if r != "dense":
+                        prune(model, s, scope=scope, recover=r, include=include,
+                              exclude=exclude)
+                        if recalibrate is not None:
+                            recalibrate(model)
+                    measured = _measured_sparsity(model, names)
+                    metrics = evaluate(model)
+                finally:
+                    if r != "dense":
+                        unprune(model)
+                    for m, training in modes.items():
+                        m.training = training
             rows.append({"label": label, "sparsity": s, "recover": r,
-                         "measured_sparsity": measured, **metrics})
+                         "measured_sparsity": measured,
+                         "bn_recal": recalibrate is not None and r != "dense", **metrics})
     return rows
 
 

@@ -90,7 +90,8 @@ def rows() -> list[dict]:
 def test_sweep_rows(rows):
     assert len(rows) == 1 + len(SPARSITIES) * 2
     assert {k for r in rows for k in r} == {
-        "label", "sparsity", "recover", "measured_sparsity", "top1", "top5", "loss"}
+        "label", "sparsity", "recover", "measured_sparsity", "bn_recal", "top1", "top5", "loss"}
+    assert not any(r["bn_recal"] for r in rows)
     dense = rows[0]
     assert (dense["sparsity"], dense["recover"], dense["label"]) == (0.0, "dense", "tiny")
     assert dense["top1"] == 1.0 and dense["measured_sparsity"] < 1e-2
