@@ -148,11 +148,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     remove(model)
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config", "pruned")}
     out = save_checkpoint(args.out, model, meta, compact=True)
-    dense = save_checkpoint(Path(args.out).with_suffix(".dense.tmp"), model, meta)
-    size, dense_size = out.stat().st_size, dense.stat().st_size
-    dense.unlink()
+    size = out.stat().st_size
+    dense_size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     print(f"wrote {out}: {size / 1e6:.2f} MB ({100 * size / dense_size:.0f}% of the "
-          f"{dense_size / 1e6:.2f} MB dense file)")
+          f"{dense_size / 1e6:.2f} MB of dense tensors)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
