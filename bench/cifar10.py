@@ -55,6 +55,7 @@ class ModelPlan:
     ft_epochs: float = 2
     bn_recal_seeds: tuple[int, ...] = (0,)  # runs also swept with BatchNorm recalibration
     model_kwargs: dict = field(default_factory=dict)
+    pof_weight: float = 20  # chosen over 5 on ResNet-20 (docs/results/cifar10.md, "Tuning")
     lr: float = 0.1
     wd: float = 5e-4
 
@@ -71,23 +72,22 @@ PROFILES: dict[str, list[ModelPlan]] = {
                          scratch=("pof70",), finetune=(0.7, 0.9), ft_epochs=1, ft_seeds=(0,)),
                ModelPlan("mobilenet_v2_cifar", pre_epochs=4, arm_epochs=2,
                          arms=("standard", "pof70"), seeds=(0,), finetune=(0.7,), ft_epochs=1,
-                         model_kwargs={"width_mult": 0.35}, lr=0.05, wd=4e-5)],
+                         model_kwargs={"width_mult": 0.35}, lr=0.05, wd=4e-5,
+                         pof_weight=100)],
     "full": [
         ModelPlan("resnet20", pre_epochs=15, arm_epochs=8,
                   arms=("standard", "l1", "pof50", "pof70", "pof90"), seeds=(0, 1),
                   scratch=("pof70",), finetune=(0.7, 0.9), ft_epochs=2),
+        # the penalty is a mean over layers: deeper nets get a larger weight (untested guess)
         ModelPlan("resnet56", pre_epochs=8, arm_epochs=4, arms=("standard", "pof70"),
-                  seeds=(0,)),
+                  seeds=(0,), pof_weight=50),
         ModelPlan("mobilenet_v2_cifar", pre_epochs=8, arm_epochs=4, arms=("standard", "pof70"),
                   seeds=(0,), finetune=(0.7,), ft_epochs=2, model_kwargs={"width_mult": 0.5},
-                  lr=0.05, wd=4e-5),
+                  lr=0.05, wd=4e-5, pof_weight=100),
     ],
 }
 
-POF_WEIGHT = 20  # chosen over 5 on the quick profile (docs/results/cifar10.md, "Tuning")
-
-
-def _pof(s: float, weight: float = POF_WEIGHT) -> list[str]:
+def _pof(s: float, weight: float) -> list[str]:
     return ["--penalty", "pof", "--sparsity", str(s), "--penalty-weight", str(weight),
             "--penalty-warmup", "0.5", "--penalty-refresh", "50"]
 
@@ -104,9 +104,15 @@ def plan_dir(root: Path, plan: ModelPlan) -> Path:
 ARM_FLAGS = {
     "standard": ["--penalty", "none"],
     "l1": ["--penalty", "l1", "--l1-weight", "5e-5"],
-    **{f"pof{int(s * 100)}": _pof(s) for s in (0.5, 0.7, 0.9)},
-    "pof70w5": _pof(0.7, 5),  # the first, weaker setting, kept for the tuning note
+    "pof70w5": _pof(0.7, 5),  # the first, weaker ResNet-20 setting, kept for the tuning note
 }
+
+
+def arm_flags(plan: ModelPlan, arm: str) -> list[str]:
+    """Training flags of ``arm``: ``pofXX`` is pof at target sparsity 0.XX, plan's weight."""
+    if arm.startswith("pof") and arm[3:].isdigit():
+        return _pof(int(arm[3:]) / 100, plan.pof_weight)
+    return ARM_FLAGS[arm]
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -204,7 +210,7 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: Path) -> None:
     for i, (arm, seed) in enumerate(main):
         if i == len(first):
             finetune_runs(plan, main, mdir, data, log)
-        out = train_run(mdir / f"{arm}-s{seed}", base + cont + ARM_FLAGS[arm] +
+        out = train_run(mdir / f"{arm}-s{seed}", base + cont + arm_flags(plan, arm) +
                         ["--seed", str(seed)], log)
         sweep_both(out, data, log, seed in plan.bn_recal_seeds)
     if len(first) == len(main):
@@ -212,7 +218,7 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: Path) -> None:
     for arm in plan.scratch:
         out = train_run(mdir / f"{arm}-scratch-s0", base + [
             "--epochs", str(plan.pre_epochs + plan.arm_epochs), "--lr", str(plan.lr),
-            "--warmup-epochs", "0.5", "--seed", "0"] + ARM_FLAGS[arm], log)
+            "--warmup-epochs", "0.5", "--seed", "0"] + arm_flags(plan, arm), log)
         sweep_both(out, data, log, False)
 
 
