@@ -460,7 +460,7 @@ def main() -> None:
 
 
 def collect(plan: ModelPlan, root: Path) -> list[dict]:
-    """Result rows from finished runs only (for --report-only)."""
+    """Result rows of the finished runs of ``plan`` (runs still going are left out)."""
     rows = []
     mdir = plan_dir(root, plan)
     for run_dir in sorted(mdir.glob("*-s*")):
@@ -470,6 +470,8 @@ def collect(plan: ModelPlan, root: Path) -> list[dict]:
         arm, seed = run_dir.name.rsplit("-s", 1)
         rows += sweep_rows(plan, arm, int(seed), run_dir)
     for ft in sorted(mdir.glob("ft*/finetune")):
+        if not (ft / "final.safetensors").is_file():
+            continue  # still running
         pct, rest = ft.parent.name[2:].split("-", 1)  # ft70-standard-s0
         arm, seed = rest.rsplit("-s", 1)
         recover = FT_RECOVER.get(arm, "mean")
