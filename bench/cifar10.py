@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -56,6 +57,7 @@ class ModelPlan:
     bn_recal_seeds: tuple[int, ...] = (0,)  # runs also swept with BatchNorm recalibration
     model_kwargs: dict = field(default_factory=dict)
     pof_weight: float = 20  # chosen over 5 on ResNet-20 (docs/results/cifar10.md, "Tuning")
+    pof_form: str = "energy"  # arms named pofXX use it; pofXXsine / pofXXenergy say theirs
     lr: float = 0.1
     wd: float = 5e-4
 
@@ -63,6 +65,9 @@ class ModelPlan:
 PROFILES: dict[str, list[ModelPlan]] = {
     "quick": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3, arms=("standard", "pof70"),
                         seeds=(0,))],
+    # penalty form at high sparsity: the quadratic energy vs its square root (the sine)
+    "forms": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3,
+                        arms=("pof90sine", "pof90", "pof70sine"), seeds=(0,))],
     "tuning": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3, arms=("pof70w5", "pof70"),
                          seeds=(0,))],
     # every ResNet-20 arm x 2 seeds, pof70 from scratch, fine-tuning at 70/90%, and a
@@ -87,9 +92,9 @@ PROFILES: dict[str, list[ModelPlan]] = {
     ],
 }
 
-def _pof(s: float, weight: float) -> list[str]:
+def _pof(s: float, weight: float, form: str = "energy") -> list[str]:
     return ["--penalty", "pof", "--sparsity", str(s), "--penalty-weight", str(weight),
-            "--penalty-warmup", "0.5", "--penalty-refresh", "50"]
+            "--penalty-warmup", "0.5", "--penalty-refresh", "50", "--penalty-form", form]
 
 
 FT_RECOVER = {"standard": "zero"}  # conventional pruning; pof arms use mean recovery
@@ -108,11 +113,17 @@ ARM_FLAGS = {
 }
 
 
+POF_ARM = re.compile(r"pof(\d\d)(energy|sine)?")
+
+
 def arm_flags(plan: ModelPlan, arm: str) -> list[str]:
-    """Training flags of ``arm``: ``pofXX`` is pof at target sparsity 0.XX, plan's weight."""
-    if arm.startswith("pof") and arm[3:].isdigit():
-        return _pof(int(arm[3:]) / 100, plan.pof_weight)
-    return ARM_FLAGS[arm]
+    """Training flags of ``arm``: ``pofXX`` is pof at target sparsity 0.XX with the plan's
+    weight and form; ``pofXXsine`` / ``pofXXenergy`` name the penalty form explicitly."""
+    if arm in ARM_FLAGS:
+        return ARM_FLAGS[arm]
+    if m := POF_ARM.fullmatch(arm):
+        return _pof(int(m[1]) / 100, plan.pof_weight, m[2] or plan.pof_form)
+    raise ValueError(f"unknown arm {arm!r}")
 
 
 def run(cmd: list[str], log: Path) -> float:

@@ -9,6 +9,11 @@ and the set ``P`` of its ``sparsity`` fraction of smallest-magnitude entries (th
                  tau = margin * ||W|| / sqrt(numel(W))     (a fraction of the RMS weight)
     penalty    = weight * mean over layers of (energy + beta * margin)
 
+``form="sine"`` uses ``sqrt(energy)`` instead of ``energy``: the sine of the angle by which
+pruning tilts the layer (the relative output error it causes). Its gradient does not fade
+as the pruned weights shrink (a group lasso on the pruned set), so it drives the pruned
+energy much lower than the quadratic form, which matters at high sparsity.
+
 On the sphere ``||W||`` is fixed per unit, so the penalty cannot shrink a whole filter; it
 moves energy from the pruned set to the kept one. Pruning then tilts each unit by
 ``cos = sqrt(1 - energy)``, which is what makes one-shot pruning harmless. With
@@ -26,6 +31,8 @@ from torch import Tensor, nn
 from .masks import check_sparsity, compute_masks
 from .selection import select_layers
 
+FORMS = ("energy", "sine")
+
 
 class PrunePenalty(nn.Module):
     """Loss term for a target ``sparsity``; ``penalty()`` returns a scalar tensor.
@@ -38,6 +45,7 @@ class PrunePenalty(nn.Module):
         beta: weight of the margin term that keeps kept weights away from zero.
         margin: ``tau`` as a fraction of each layer's RMS weight.
         refresh_every: re-select the pruned set every this many calls (1 = every call).
+        form: "energy" (pruned-energy fraction) or "sine" (its square root).
     """
 
     def __init__(
@@ -52,10 +60,14 @@ class PrunePenalty(nn.Module):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         keep_first_conv: bool = True,
+        form: str = "energy",
     ) -> None:
         super().__init__()
         if scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        self.form = form
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
         self.sparsity = check_sparsity(sparsity)
@@ -102,8 +114,8 @@ class PrunePenalty(nn.Module):
         out = torch.zeros(len(self.names), dtype=values.dtype, device=values.device)
         return out.index_add(0, self._layer_id, values)
 
-    def _terms(self, ws: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """(pruned-energy fraction, margin term) over the selected layers."""
+    def _terms(self, ws: list[Tensor], form: str = "energy") -> tuple[Tensor, Tensor]:
+        """(pruned-energy fraction or its sine, margin term) over the selected layers."""
         if self._masks is None:
             self.refresh(ws)
         elif self._keep.device != ws[0].device:  # the model moved since the refresh
@@ -112,9 +124,10 @@ class PrunePenalty(nn.Module):
         sq = flat * flat
         pruned, total = self._per_layer(sq * self._pruned), self._per_layer(sq)
         if self.scope == "global":
-            energy = pruned.sum() / total.sum().clamp_min(1e-12)
-        else:
-            energy = (pruned / total.clamp_min(1e-12)).mean()
+            pruned, total = pruned.sum(), total.sum()
+        frac = pruned / total.clamp_min(1e-12)
+        # sine: sqrt with a floor so that the gradient stays finite at exactly zero energy
+        energy = (frac.clamp_min(1e-12).sqrt() if form == "sine" else frac).mean()
         tau = (self.margin * (total.detach() / self._sizes).sqrt()).clamp_min(1e-12)
         gap = torch.relu(tau[self._layer_id] - flat.abs()) * self._keep
         margin = (self._per_layer(gap * gap) / (self._keep_count * tau * tau)).mean()
@@ -135,12 +148,13 @@ class PrunePenalty(nn.Module):
             self.refresh(ws)
         if self.training:
             self.calls += 1
-        energy, margin = self._terms(ws)
+        energy, margin = self._terms(ws, self.form)
         return self.weight * (energy + self.beta * margin if self.beta else energy)
 
     def extra_repr(self) -> str:
         return (f"sparsity={self.sparsity}, scope={self.scope!r}, weight={self.weight}, "
                 f"beta={self.beta}, margin={self.margin}, refresh_every={self.refresh_every}, "
+                f"form={self.form!r}, "
                 f"layers={len(self.names)}")
 
 

@@ -39,7 +39,7 @@ from .checkpoint import (
 )
 from .data import load_dataset, make_loader
 from .models import create_model
-from .penalty import L1Penalty, PrunePenalty
+from .penalty import FORMS, L1Penalty, PrunePenalty
 from .sphere import sphere_layers, to_sphere
 
 PENALTIES = ("none", "pof", "l1")
@@ -71,6 +71,7 @@ class TrainConfig:
     penalty_scope: str = "layer"
     penalty_refresh: int = 50
     penalty_beta: float = 0.1
+    penalty_form: str = "energy"
     l1_weight: float = 1e-5
     sphere: bool | None = None  # default: on for penalty=pof
     cosine: bool = False
@@ -94,6 +95,8 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         check_sparsity(self.sparsity)
+        if self.penalty_form not in FORMS:
+            raise ValueError(f"penalty_form must be one of {FORMS}, got {self.penalty_form!r}")
         for k in ("epochs", "batch_size", "lr", "ckpt_every"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
@@ -135,6 +138,8 @@ FIELD_HELP = {
     "penalty_scope": "layer or global",
     "penalty_refresh": "re-select the to-be-pruned weights every this many steps",
     "penalty_beta": "weight of the margin term that keeps kept weights away from zero",
+    "penalty_form": "energy (pruned-energy fraction) or sine (its square root, for high "
+                    "sparsity)",
     "l1_weight": "L1 regularisation weight (penalty l1)",
     "sphere": "put weights on the unit sphere (default: on for penalty pof)",
     "cosine": "cosine layers: also normalise each receptive field of the input",
@@ -304,7 +309,7 @@ class _Run:
         if cfg.penalty == "pof":
             return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
                                 beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
-                                exclude=ex)
+                                exclude=ex, form=cfg.penalty_form)
         if cfg.penalty == "l1":
             return L1Penalty(self.model, cfg.l1_weight, exclude=ex)
         return None

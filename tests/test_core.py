@@ -293,6 +293,30 @@ def test_penalty_is_deterministic_differentiable_and_global():
         pof.PrunePenalty(model, 0.5, scope="unit")
 
 
+def test_sine_form_is_root_energy_and_reaches_lower_energy():
+    model = pof.to_sphere(SmallVGG())
+    sine = pof.PrunePenalty(model, 0.9, form="sine", beta=0)
+    ws = sine.weights()
+    masks = pof.compute_masks([w.detach() for w in ws], 0.9, "layer")
+    expect = torch.stack([((w[~k] ** 2).sum() / (w**2).sum()).sqrt()
+                          for w, k in zip(ws, masks, strict=True)]).mean()
+    torch.testing.assert_close(sine(), expect)
+    ends = {}
+    for form in ("energy", "sine"):
+        torch.manual_seed(0)
+        model = pof.to_sphere(SmallVGG())
+        pen = pof.PrunePenalty(model, 0.9, form=form, refresh_every=5)
+        opt = torch.optim.SGD(model.parameters(), lr=0.2)
+        for _ in range(200):  # the quadratic form slows down as the energy shrinks
+            opt.zero_grad()
+            pen().backward()
+            opt.step()
+        ends[form] = pen.pruned_energy().item()
+    assert ends["sine"] < 0.5 * ends["energy"], ends
+    with pytest.raises(ValueError, match="form"):
+        pof.PrunePenalty(model, 0.5, form="cube")
+
+
 def test_l1_penalty_matches_definition():
     model = SmallVGG()
     l1 = pof.L1Penalty(model, weight=0.5)()
