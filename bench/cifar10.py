@@ -5,6 +5,7 @@ command before it runs it, then writes the tables and plots:
 
     python bench/cifar10.py --profile quick     # ResNet-20, 1 seed, short schedule (<=45 min)
     python bench/cifar10.py --profile medium    # + L1, pof50/90, a 2nd seed, fine-tuning
+    python bench/cifar10.py --profile forms     # pof90 with the sine vs the energy penalty
     python bench/cifar10.py --profile full      # all arms, 2 seeds, ResNet-56, MobileNetV2
     python bench/cifar10.py --profile quick --report-only   # just rebuild the report
 
@@ -57,13 +58,12 @@ class ModelPlan:
     bn_recal_seeds: tuple[int, ...] = (0,)  # runs also swept with BatchNorm recalibration
     model_kwargs: dict = field(default_factory=dict)
     pof_weight: float = 20  # chosen over 5 on ResNet-20 (docs/results/cifar10.md, "Tuning")
-    pof_form: str = "energy"  # arms named pofXX use it; pofXXsine / pofXXenergy say theirs
     lr: float = 0.1
     wd: float = 5e-4
 
 
 PROFILES: dict[str, list[ModelPlan]] = {
-    "quick": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3, arms=("standard", "pof70"),
+    "quick": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3, arms=("standard", "pof70sine"),
                         seeds=(0,))],
     # penalty form at high sparsity: the quadratic energy vs its square root (the sine)
     "forms": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3,
@@ -73,20 +73,22 @@ PROFILES: dict[str, list[ModelPlan]] = {
     # every ResNet-20 arm x 2 seeds, pof70 from scratch, fine-tuning at 70/90%, and a
     # narrow MobileNetV2 (the paper's fine-tuning case) on a short schedule (~4 CPU-hours)
     "medium": [ModelPlan("resnet20", pre_epochs=5, arm_epochs=3,
-                         arms=("standard", "pof70", "pof90", "pof50", "l1"), seeds=(0, 1),
-                         scratch=("pof70",), finetune=(0.7, 0.9), ft_epochs=1, ft_seeds=(0,)),
+                         arms=("standard", "pof70sine", "pof90sine", "pof50sine", "l1"),
+                         seeds=(0, 1), scratch=("pof70sine",), finetune=(0.7, 0.9),
+                         ft_epochs=1, ft_seeds=(0,)),
                ModelPlan("mobilenet_v2_cifar", pre_epochs=4, arm_epochs=2,
-                         arms=("standard", "pof70"), seeds=(0,), finetune=(0.7,), ft_epochs=1,
+                         arms=("standard", "pof70sine"), seeds=(0,), finetune=(0.7,), ft_epochs=1,
                          model_kwargs={"width_mult": 0.35}, lr=0.05, wd=4e-5,
                          pof_weight=100)],
     "full": [
         ModelPlan("resnet20", pre_epochs=15, arm_epochs=8,
-                  arms=("standard", "l1", "pof50", "pof70", "pof90"), seeds=(0, 1),
-                  scratch=("pof70",), finetune=(0.7, 0.9), ft_epochs=2),
+                  arms=("standard", "l1", "pof50sine", "pof70sine", "pof90sine"),
+                  seeds=(0, 1), scratch=("pof70sine",), finetune=(0.7, 0.9), ft_epochs=2),
         # the penalty is a mean over layers: deeper nets get a larger weight (untested guess)
-        ModelPlan("resnet56", pre_epochs=8, arm_epochs=4, arms=("standard", "pof70"),
+        ModelPlan("resnet56", pre_epochs=8, arm_epochs=4, arms=("standard", "pof70sine"),
                   seeds=(0,), pof_weight=50),
-        ModelPlan("mobilenet_v2_cifar", pre_epochs=8, arm_epochs=4, arms=("standard", "pof70"),
+        ModelPlan("mobilenet_v2_cifar", pre_epochs=8, arm_epochs=4,
+                  arms=("standard", "pof70sine"),
                   seeds=(0,), finetune=(0.7,), ft_epochs=2, model_kwargs={"width_mult": 0.5},
                   lr=0.05, wd=4e-5, pof_weight=100),
     ],
@@ -116,13 +118,20 @@ ARM_FLAGS = {
 POF_ARM = re.compile(r"pof(\d\d)(energy|sine)?")
 
 
+def pof_arm(plan: ModelPlan, s: float) -> str:
+    """The plan's pof arm for target sparsity ``s`` (``pof70``, or ``pof70sine`` if listed)."""
+    pct = f"{round(100 * s):02d}"
+    return next((a for a in plan.arms if (m := POF_ARM.fullmatch(a)) and m[1] == pct),
+                f"pof{pct}")
+
+
 def arm_flags(plan: ModelPlan, arm: str) -> list[str]:
     """Training flags of ``arm``: ``pofXX`` is pof at target sparsity 0.XX with the plan's
     weight and form; ``pofXXsine`` / ``pofXXenergy`` name the penalty form explicitly."""
     if arm in ARM_FLAGS:
         return ARM_FLAGS[arm]
     if m := POF_ARM.fullmatch(arm):
-        return _pof(int(m[1]) / 100, plan.pof_weight, m[2] or plan.pof_form)
+        return _pof(int(m[1]) / 100, plan.pof_weight, m[2] or "energy")
     raise ValueError(f"unknown arm {arm!r}")
 
 
@@ -198,8 +207,11 @@ def ft_row(plan: ModelPlan, arm: str, seed: int, s: float, recover: str, ft: Pat
             "train_wall_s": m["time_s"]}
 
 
-def run_plan(plan: ModelPlan, data: str, root: Path, log: Path) -> None:
+def run_plan(plan: ModelPlan, data: str, root: Path, log: Path,
+             only: set[str] | None = None) -> None:
     """Train, sweep and fine-tune everything in ``plan`` (finished runs are skipped).
+
+    ``only``: run just these arms (and their fine-tuning; "scratch" for the scratch runs).
 
     Order: every arm at the first seed, its fine-tuning runs, then the other seeds, then the
     from-scratch runs, so that a stopped profile leaves complete comparisons behind.
@@ -216,8 +228,9 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: Path) -> None:
                     str(plan.lr), "--warmup-epochs", "0.5", "--seed", "0"], log)
     cont = ["--epochs", str(plan.arm_epochs), "--lr", str(plan.lr / 2),
             "--init", str(pre / "final.safetensors")]
-    main = [(arm, seed) for seed in plan.seeds for arm in plan.arms]
-    first = [(arm, seed) for arm, seed in main if seed == plan.seeds[0]]
+    main = [(arm, seed) for seed in plan.seeds for arm in plan.arms
+            if only is None or arm in only]
+    first = [(arm, seed) for arm, seed in main if seed == main[0][1]] if main else []
     for i, (arm, seed) in enumerate(main):
         if i == len(first):
             finetune_runs(plan, main, mdir, data, log)
@@ -226,7 +239,7 @@ def run_plan(plan: ModelPlan, data: str, root: Path, log: Path) -> None:
         sweep_both(out, data, log, seed in plan.bn_recal_seeds)
     if len(first) == len(main):
         finetune_runs(plan, main, mdir, data, log)
-    for arm in plan.scratch:
+    for arm in plan.scratch if only is None or "scratch" in only else ():
         out = train_run(mdir / f"{arm}-scratch-s0", base + [
             "--epochs", str(plan.pre_epochs + plan.arm_epochs), "--lr", str(plan.lr),
             "--warmup-epochs", "0.5", "--seed", "0"] + arm_flags(plan, arm), log)
@@ -237,7 +250,7 @@ def finetune_runs(plan: ModelPlan, main: list[tuple[str, int]], mdir: Path, data
                   log: Path) -> None:
     """Prune standard (zero fill) and pof (mean recovery), fine-tune both, masks fixed."""
     for s in plan.finetune:
-        for arm in ("standard", f"pof{int(s * 100)}"):
+        for arm in ("standard", pof_arm(plan, s)):
             recover = FT_RECOVER.get(arm, "mean")
             for seed in [sd for a, sd in main if a == arm and sd in (plan.ft_seeds or (sd,))]:
                 src = mdir / f"{arm}-s{seed}"
@@ -321,43 +334,47 @@ def tables(rows: list[dict]) -> str:
 TARGETS = {0.5: (0.5, 0.3), 0.7: (1.5, 1.0), 0.9: (4.0, 3.0)}  # (vs standard dense, vs own)
 
 
-def targets_table(rows: list[dict], model: str = "resnet20") -> str:
+def targets_table(rows: list[dict], plan: ModelPlan) -> str:
     """pof at its own target sparsity against the issue's targets (mean over seeds)."""
+    model = plan.model
 
     def top1(arm: str, recover: str, s: float) -> float | None:
         v = [r["top1"] for r in main_rows(rows, model) if r["arm"] == arm
              and r["recover"] == recover and (recover == "dense" or r["sparsity"] == s)]
         return 100 * statistics.mean(v) if v else None
 
-    lines = ["| sparsity | standard dense | pof dense | pof pruned (mean / zero) | lost vs "
+    lines = ["| sparsity | standard dense | pof dense (arm) | pof pruned (mean / zero) | lost vs "
              "standard dense (target) | lost vs pof dense (target) | standard pruned "
              "(zero / mean) |", "|---|---:|---:|---:|---:|---:|---:|"]
     std = top1("standard", "dense", 0)
     for s, (t_std, t_own) in TARGETS.items():
-        arm = f"pof{int(100 * s)}"
+        arm = pof_arm(plan, s)
         dense, mean, zero = (top1(arm, r, s) for r in ("dense", "mean", "zero"))
         if None in (std, dense, mean, zero):
             continue
         sz, sm = top1("standard", "zero", s), top1("standard", "mean", s)
-        lines.append(f"| {100 * s:g}% | {std:.2f} | {dense:.2f} | {mean:.2f} / {zero:.2f} | "
+        lines.append(f"| {100 * s:g}% | {std:.2f} | {dense:.2f} ({arm}) | "
+                     f"{mean:.2f} / {zero:.2f} | "
                      f"{std - mean:.2f} ({t_std}) | {dense - mean:.2f} ({t_own}) | "
                      f"{sz:.2f} / {sm:.2f} |")
     return "\n".join(lines)
 
 
-def ft_target(rows: list[dict], model: str = "mobilenet_v2_cifar", s: float = 0.7) -> str:
+def ft_target(rows: list[dict], plan: ModelPlan, s: float) -> str:
     """Fine-tuned drop vs the standard dense model: pof's should be at most half."""
+    model, pof = plan.model, pof_arm(plan, s)
+
     def mean(vals: list[float]) -> float | None:
         return 100 * statistics.mean(vals) if vals else None
 
     std = mean([r["top1"] for r in main_rows(rows, model)
                 if r["arm"] == "standard" and r["recover"] == "dense"])
     after = {a: mean([r["top1"] for r in rows if r["model"] == model and r["sparsity"] == s
-                      and r["arm"] == f"{a}+ft"]) for a in ("standard", f"pof{int(100 * s)}")}
+                      and r["arm"] == f"{a}+ft"]) for a in ("standard", pof)}
     if std is None or None in after.values():
         return ""
     drop = {a: std - v for a, v in after.items()}
-    conv, ours = drop["standard"], drop[f"pof{int(100 * s)}"]
+    conv, ours = drop["standard"], drop[pof]
     verdict = "met" if ours <= conv / 2 else "missed"
     return (f"{model} at {100 * s:g}% after fine-tuning, drop vs the standard dense model "
             f"({std:.2f}): conventional {conv:.2f}, pof {ours:.2f} points (target: pof at "
@@ -365,7 +382,7 @@ def ft_target(rows: list[dict], model: str = "mobilenet_v2_cifar", s: float = 0.
 
 
 def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str]:
-    dirs = {p.model: plan_dir(root, p) for p in PROFILES[profile]}
+    plans = {p.model: p for p in PROFILES[profile]}
     from pof.checkpoint import model_from_checkpoint
     from pof.report import plot_sweep, plot_weight_histograms
 
@@ -381,7 +398,9 @@ def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str
         plot_sweep(flat, path, title=f"CIFAR-10 {model}: one-shot pruning, no fine-tuning "
                    "(mean over seeds)")
         made.append(path.name)
-        ckpts = {a: dirs[model] / f"{a}-s0" / "final.safetensors" for a in ("standard", "pof70")}
+        mdir = plan_dir(root, plans[model])
+        ckpts = {a: mdir / f"{a}-s0" / "final.safetensors"
+                 for a in ("standard", pof_arm(plans[model], 0.7))}
         if all(p.is_file() for p in ckpts.values()):
             models = {a: model_from_checkpoint(p)[0] for a, p in ckpts.items()}
             path = results / f"cifar10_{profile}_{model}_weights.png"
@@ -396,8 +415,9 @@ def keep_checkpoints(root: Path, results: Path, profile: str) -> list[str]:
 
     dest = results / "checkpoints"
     kept = []
-    mdir = plan_dir(root, PROFILES[profile][0])
-    for run_dir in (mdir / "standard-s0", mdir / "pof70-s0"):
+    plan = PROFILES[profile][0]
+    mdir = plan_dir(root, plan)
+    for run_dir in (mdir / "standard-s0", mdir / f"{pof_arm(plan, 0.7)}-s0"):
         src = run_dir / "final.safetensors"
         if not src.is_file():
             continue
@@ -433,6 +453,9 @@ def main() -> None:
                     "profiles share finished runs)")
     ap.add_argument("--results", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--arms", default=None,
+                    help="comma-separated subset of arms to run (their fine-tuning included; "
+                    "'scratch' for the from-scratch runs)")
     ap.add_argument("--models", default=None,
                     help="comma-separated subset of the profile's models to run (the report "
                     "always covers every finished run of the profile)")
@@ -451,12 +474,14 @@ def main() -> None:
     if not args.report_only:
         for plan in plans:
             if plan.model in wanted:
-                run_plan(plan, args.data, root, log_path)
+                run_plan(plan, args.data, root, log_path,
+                         set(args.arms.split(",")) if args.arms else None)
     rows = [row for plan in plans for row in collect(plan, root)]
     results.mkdir(parents=True, exist_ok=True)
     (results / f"cifar10_{args.profile}.json").write_text(json.dumps(rows, indent=1))
+    fts = [ft_target(rows, p, s) for p in plans for s in p.finetune]
     text = tables(rows) + "\n### Against the targets (pof at its own target sparsity)\n\n" + \
-        targets_table(rows) + "\n\n" + ft_target(rows) + "\n"
+        targets_table(rows, plans[0]) + "\n\n" + "\n\n".join(f for f in fts if f) + "\n"
     figs = plots(rows, root, results, args.profile)
     kept = keep_checkpoints(root, results, args.profile)
     summary = [f"<!-- generated by: {shlex.join(['python', *sys.argv])} -->",
