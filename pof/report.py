@@ -116,7 +116,7 @@ def plot_sweep(
         ax.set_title(title if title is not None else f"{metric} vs sparsity")
         ax.set_xlim(left=-2)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot
         _save(fig, path)
     finally:
         plt.close(fig)
