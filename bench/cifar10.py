@@ -127,7 +127,7 @@ def pof_arm(plan: ModelPlan, s: float) -> str:
 
 def arm_flags(plan: ModelPlan, arm: str) -> list[str]:
     """Training flags of ``arm``: ``pofXX`` is pof at target sparsity 0.XX with the plan's
-    weight and form; ``pofXXsine`` / ``pofXXenergy`` name the penalty form explicitly."""
+    weight and the energy form; ``pofXXsine`` uses the sine form."""
     if arm in ARM_FLAGS:
         return ARM_FLAGS[arm]
     if m := POF_ARM.fullmatch(arm):
