@@ -383,7 +383,8 @@ def ft_target(rows: list[dict], plan: ModelPlan, s: float) -> str:
 
 def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str]:
     plans = {p.model: p for p in PROFILES[profile]}
-    from pof.checkpoint import model_from_checkpoint
+    from pof.training.checkpoint import model_from_checkpoint
+
     from pof.report import plot_sweep, plot_weight_histograms
 
     made = []
@@ -411,7 +412,7 @@ def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str
 
 def keep_checkpoints(root: Path, results: Path, profile: str) -> list[str]:
     """Model-only copies (no optimizer state) of the headline ResNet-20 pair, seed 0."""
-    from pof.checkpoint import model_from_checkpoint, save_checkpoint
+    from pof.training.checkpoint import model_from_checkpoint, save_checkpoint
 
     dest = results / "checkpoints"
     kept = []

@@ -1,31 +1,46 @@
 """pof: Pruning On-the-Fly — prune PyTorch models without retraining.
 
-Core (works on any ``nn.Module``): :func:`to_sphere`, :class:`PrunePenalty`, :func:`prune`,
-:func:`remove`, :func:`sparsity_report`, :func:`recalibrate_bn`. Models: :func:`create_model`.
+Core (works on any ``nn.Module``, needs only torch): :func:`to_sphere`,
+:class:`PrunePenalty`, :func:`prune`, :func:`remove`, :func:`sparsity_report`,
+:func:`recalibrate_bn`. Models: :func:`create_model`. Data, training, reports and the CLI
+live in subpackages that need the extras (``pip install pof[all]``).
 """
 
-from .bn_recal import recalibrate_bn
-from .masks import compute_masks
-from .penalty import L1Penalty, PrunePenalty
-from .prune import FoldedConv2d, FoldedLinear, PruneMask, fold, is_pruned, prune, remove, unprune
-from .selection import select_layers
-from .sparsity import SparsityReport, sparsity_report
-from .sphere import UnitSphere, from_sphere, is_sphere, to_sphere
+import importlib
+
+_EXPORTS = {
+    "core.bn_recal": ["recalibrate_bn"],
+    "core.fold": ["FoldedConv2d", "FoldedLinear", "fold", "remove"],
+    "core.masks": ["compute_masks"],
+    "core.penalty": ["L1Penalty", "PrunePenalty"],
+    "core.prune": ["PruneMask", "is_pruned", "prune", "unprune"],
+    "core.selection": ["Selection", "select_layers"],
+    "core.sparsity": ["SparsityReport", "sparsity_report"],
+    "core.sphere": ["UnitSphere", "from_sphere", "is_sphere", "to_sphere"],
+    "errors": ["PofError"],
+    "models": ["create_model", "list_models"],
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "FoldedConv2d", "FoldedLinear", "L1Penalty", "PruneMask", "PrunePenalty", "SparsityReport",
-    "UnitSphere", "compute_masks", "create_model", "fold", "from_sphere", "is_pruned",
-    "is_sphere", "list_models", "prune", "recalibrate_bn", "remove", "select_layers",
-    "sparsity_report", "to_sphere", "unprune",
+    "FoldedConv2d", "FoldedLinear", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
+    "Selection", "SparsityReport", "UnitSphere", "compute_masks", "create_model", "fold",
+    "from_sphere", "is_pruned", "is_sphere", "list_models", "prune", "recalibrate_bn",
+    "remove", "select_layers", "sparsity_report", "to_sphere", "unprune",
 ]
 
 
 def __getattr__(name: str):
-    # models are a convenience on top of the core: import them lazily
-    if name in ("create_model", "list_models"):
-        from . import models
-
-        return getattr(models, name)
+    # imported on first use, so that `pof` (the command) starts without torch and
+    # Ctrl-C during start-up is handled by the CLI
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'pof' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .checkpoint import model_from_checkpoint
 from .data import load_dataset, make_loader
 from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
 from .sweep import sweep
-from .train import TrainConfig, evaluate, train
+from .training import TrainConfig, evaluate, train
+from .training.checkpoint import model_from_checkpoint
 
 TARGET = 0.8
 SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)

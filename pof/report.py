@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .selection import PRUNABLE
+from .core.selection import PRUNABLE
+from .errors import PofError
+from .fileio import write_text
 
 _STYLE = {"mean": "-", "zero": "--"}
 
@@ -129,7 +131,7 @@ def _normalised_magnitudes(model: nn.Module, exclude_first_conv: bool) -> torch.
         first = next((m for m in layers if isinstance(m, nn.Conv2d)), None)
         layers = [m for m in layers if m is not first]
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no Conv2d/Linear weight to plot")
+        raise PofError(f"{type(model).__name__} has no Conv2d/Linear weight to plot")
     out = []
     with torch.no_grad():
         for m in layers:
@@ -151,7 +153,7 @@ def plot_weight_histograms(
     subplot per model, side by side, on shared bins with a log-scale count axis.
     """
     if not models:
-        raise ValueError("plot_weight_histograms needs at least one model")
+        raise PofError("plot_weight_histograms needs at least one model")
     data = {k: _normalised_magnitudes(m, exclude_first_conv) for k, m in models.items()}
     top = max(float(v.max()) for v in data.values()) or 1.0
     edges = torch.linspace(0.0, top, bins + 1).numpy()
@@ -183,6 +185,4 @@ def _jsonable(obj: Any) -> Any:
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON to ``path``, creating parent directories."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")

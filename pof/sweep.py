@@ -13,11 +13,12 @@ from contextlib import nullcontext
 from torch import nn
 from tqdm import tqdm
 
-from .bn_recal import preserved_bn_stats
-from .masks import check_sparsity
-from .prune import RECOVER, prune, pruned_layers, unprune
-from .selection import select_layers
-from .sparsity import SparsityReport, sparsity_report
+from .core.bn_recal import preserved_bn_stats
+from .core.masks import check_sparsity
+from .core.prune import RECOVER, prune, pruned_layers, unprune
+from .core.selection import Patterns, resolve_selection, select_layers
+from .core.sparsity import SparsityReport, sparsity_report
+from .errors import PofError
 
 
 def _measured_sparsity(model: nn.Module, names: set[str]) -> float:
@@ -26,24 +27,15 @@ def _measured_sparsity(model: nn.Module, names: set[str]) -> float:
     return SparsityReport(rows).sparsity
 
 
-def _check_sparsities(sparsities: Sequence[float]) -> list[float]:
-    out = []
-    for s in sparsities:
-        try:
-            out.append(check_sparsity(s))
-        except ValueError as e:
-            raise ValueError(f"bad sparsity {s!r} in sweep: {e}") from None
-    return out
-
-
 def sweep(
     model: nn.Module,
     evaluate: Callable[[nn.Module], dict[str, float]],
     sparsities: Sequence[float],
     recovers: Sequence[str] = ("zero", "mean"),
     scope: str = "layer",
-    exclude: str | Sequence[str] | None = None,
-    include: str | Sequence[str] | None = None,
+    exclude: Patterns = None,
+    include: Patterns = None,
+    keep_first_conv: bool | None = None,
     progress: bool = True,
     label: str = "",
     recalibrate: Callable[[nn.Module], object] | None = None,
@@ -53,25 +45,26 @@ def sweep(
     Returns one row per run: first the dense model (``sparsity=0.0, recover="dense"``),
     then every ``(recover, sparsity)`` pair. Each row is ``{"label", "sparsity",
     "recover", "measured_sparsity", **evaluate(model)}``; ``measured_sparsity`` is the
-    global sparsity over the layers pof prunes (``include``/``exclude`` applied), not
-    over layers left dense. The model is pruned in place and unpruned after each run,
+    global sparsity over the layers pof prunes, not over layers left dense. The layers are
+    the selection recorded on the model unless ``include``/``exclude``/``keep_first_conv``
+    are given. The model is pruned in place and unpruned after each run,
     also when ``evaluate`` raises; train/eval modes are restored at the end.
     ``recalibrate(model)`` (e.g. :func:`pof.recalibrate_bn` on a few training batches) runs
     after each prune, before ``evaluate``; BatchNorm statistics are restored after each run
     and rows get ``bn_recal=True``.
     """
-    ss = _check_sparsities(sparsities)
+    ss = [check_sparsity(s) for s in sparsities]
     for r in recovers:
         if r not in RECOVER:
-            raise ValueError(f"recover must be one of {RECOVER}, got {r!r}")
+            raise PofError(f"recover must be one of {RECOVER}, got {r!r}")
     already = [n for n, _ in pruned_layers(model)]
     if already:
-        raise ValueError(
+        raise PofError(
             f"model is already pruned ({already[0]!r}, ...): call pof.unprune(model) or "
             "pof.remove(model) before a sweep"
         )
-    layers = select_layers(model, include, exclude)
-    names = {n for n, _ in layers}
+    sel = resolve_selection(model, include, exclude, keep_first_conv)
+    names = {n for n, _ in select_layers(model, sel.include, sel.exclude, sel.keep_first_conv)}
     runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]
     modes = {m: m.training for m in model.modules()}
     rows: list[dict] = []
@@ -82,8 +75,8 @@ def sweep(
             with keep_bn:
                 try:
                     if r != "dense":
-                        prune(model, s, scope=scope, recover=r, include=include,
-                              exclude=exclude)
+                        prune(model, s, scope=scope, recover=r, include=sel.include,
+                              exclude=sel.exclude, keep_first_conv=sel.keep_first_conv)
                         if recalibrate is not None:
                             recalibrate(model)
                     measured = _measured_sparsity(model, names)
@@ -103,16 +96,16 @@ def parse_sparsities(text: str) -> list[float]:
     """Parse a comma-separated list of fractions in [0, 1), e.g. ``"0.3,0.5,0.7"``."""
     items = [t.strip() for t in str(text).split(",")]
     if not any(items):
-        raise ValueError(f"no sparsities given in {text!r}; expected e.g. '0.3,0.5,0.7'")
+        raise PofError(f"no sparsities given in {text!r}; expected e.g. '0.3,0.5,0.7'")
     out = []
     for t in items:
         if not t:
-            raise ValueError(f"empty item in sparsity list {text!r}; expected e.g. '0.3,0.5,0.7'")
+            raise PofError(f"empty item in sparsity list {text!r}; expected e.g. '0.3,0.5,0.7'")
         if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", t):
             hint = " (use fractions: 0.5, not 50%)" if t.endswith("%") else ""
-            raise ValueError(f"sparsity {t!r} is not a number{hint}; expected e.g. '0.3,0.5,0.7'")
+            raise PofError(f"sparsity {t!r} is not a number{hint}; expected e.g. '0.3,0.5,0.7'")
         s = float(t)
         if not 0.0 <= s < 1.0:
-            raise ValueError(f"sparsity {t} is out of range: must be a fraction in [0, 1)")
+            raise PofError(f"sparsity {t} is out of range: must be a fraction in [0, 1)")
         out.append(s)
     return out

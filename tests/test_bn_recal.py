@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pof
-from pof.bn_recal import preserved_bn_stats
+from pof.core.bn_recal import preserved_bn_stats
 from pof.sweep import sweep
 
 
@@ -107,8 +107,8 @@ def test_sweep_recalibrates_pruned_runs_only_and_leaves_model_unchanged():
 
 
 def test_cli_prune_with_bn_recal(tmp_path, capsys):
-    from pof.checkpoint import model_from_checkpoint, save_checkpoint
     from pof.cli import main
+    from pof.training.checkpoint import model_from_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = pof.create_model("small_cnn", num_classes=10, in_channels=1, width=8)

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 import pof
-from pof.checkpoint import (
+from pof.training.checkpoint import (
     CheckpointError,
     apply_structure,
     load_checkpoint,

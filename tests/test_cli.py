@@ -45,7 +45,7 @@ def test_prune_eval_sweep_finetune(demo, tmp_path, capsys):
     assert main(["finetune", str(pruned), "--epochs", "1", "--out", str(tmp_path / "ft"),
                  "--progress", "false"]) == 0
     import pof
-    from pof.checkpoint import model_from_checkpoint
+    from pof.training.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(tmp_path / "ft" / "final.safetensors")
     layer = pof.sparsity_report(model).layers[1]
@@ -57,7 +57,10 @@ def test_prune_eval_sweep_finetune(demo, tmp_path, capsys):
 
 
 def _err(capsys, argv):
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse: a value its type= refused
+        code = e.code
     err = capsys.readouterr().err
     return code, err
 

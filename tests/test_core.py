@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import pof
-from pof.sphere import row_norms
+from pof.core.sphere import row_norms
 
 
 class SmallVGG(nn.Module):
@@ -357,7 +357,7 @@ def test_ties_still_give_exact_counts():
 
 
 def test_kth_smallest_is_exact_on_large_tensors():
-    from pof.masks import _kth_smallest
+    from pof.core.masks import _kth_smallest
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1 << 21, generator=g).abs()

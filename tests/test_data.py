@@ -17,6 +17,8 @@ from PIL import Image
 
 from pof import data as D
 from pof.data import ArrayDataset, DataError, DataSpec, load_dataset, make_loader
+from pof.data import folder as folder_reader
+from pof.data import load as loading
 
 CIFAR_TGZ = Path(__file__).resolve().parents[2] / "shared/data/cifar10/cifar10-jpeg.tar.gz"
 CLASSES = ["cat", "dog", "frog"]
@@ -102,7 +104,7 @@ def test_cache_reused(tmp_path, _cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(D, "_decode_image", boom)
+    monkeypatch.setattr(folder_reader, "_decode_image", boom)
     b = load_dataset(str(root), "train", progress=False)
     assert b.images.equal(a.images) and b.labels.equal(a.labels) and b.spec == a.spec
     assert sorted(_cache.glob("*train*.npz")) == npz and npz[0].stat().st_mtime_ns == stamp
@@ -116,7 +118,7 @@ def test_cache_reused(tmp_path, _cache, monkeypatch):
 def test_tar_archive_matches_folder(tmp_path, _cache, monkeypatch):
     root = _make_folder(tmp_path / "mini")
     tgz = _tar(root, tmp_path / "mini.tar.gz", "mini")
-    monkeypatch.setattr(D, "_PARALLEL_MIN", 0)  # exercise the process pool once
+    monkeypatch.setattr(folder_reader, "_PARALLEL_MIN", 0)  # exercise the process pool once
     tr = load_dataset(str(tgz), "train", progress=False)
     folder = load_dataset(str(root), "train", progress=False)
     assert tr.images.equal(folder.images) and tr.labels.equal(folder.labels)
@@ -126,8 +128,8 @@ def test_tar_archive_matches_folder(tmp_path, _cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("not cached")
 
-    monkeypatch.setattr(D, "_decode_archive", boom)
-    monkeypatch.setattr(D, "_decode_image", boom)
+    monkeypatch.setattr(loading, "_decode_archive", boom)
+    monkeypatch.setattr(folder_reader, "_decode_image", boom)
     te = load_dataset(str(tgz), "test", progress=False)  # cached in the same pass
     assert len(te) == 6 and te.spec.classes == CLASSES
     assert load_dataset(str(tgz), "train", progress=False).images.equal(tr.images)
@@ -437,7 +439,7 @@ def test_unrecognised_format(tmp_path):
 def test_png_bytes_are_valid():
     buf = io.BytesIO()
     _img(np.random.default_rng(0)).save(buf, "PNG")
-    assert D._open_src(buf.getvalue()).size == (16, 12)
+    assert folder_reader._open_src(buf.getvalue()).size == (16, 12)
 
 
 # --------------------------------------------------------------------------- real data

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pof.models import list_models
-from pof.train import TrainConfig
+from pof.training.config import TrainConfig
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 
@@ -16,5 +16,5 @@ def test_there_are_recipes():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_is_valid(path):
-    cfg = TrainConfig.from_yaml(path).check()
+    cfg = TrainConfig.from_yaml(path)
     assert cfg.model in list_models()

@@ -11,8 +11,10 @@ import torch
 import torch.multiprocessing as mp
 
 import pof
-from pof.checkpoint import load_checkpoint, split
-from pof.train import TrainConfig, _Run, lr_at, train
+from pof.training.checkpoint import load_checkpoint, model_from_checkpoint, split
+from pof.training.config import TrainConfig
+from pof.training.loop import Trainer, train
+from pof.training.schedule import lr_at
 
 
 def _cfg(tmp_path, name, **kw):
@@ -40,7 +42,7 @@ def test_pof_arm_lowers_pruned_energy(tmp_path):
     out = train(_cfg(tmp_path, "p", epochs=3, penalty="pof", sparsity=0.7, penalty_weight=5))
     m = _metrics(out)
     assert m[-1]["pruned_energy"] < m[0]["pruned_energy"]
-    model, meta = pof.checkpoint.model_from_checkpoint(out / "final.safetensors")
+    model, meta = model_from_checkpoint(out / "final.safetensors")
     assert pof.is_sphere(model.fc) and meta["config"]["penalty"] == "pof"
 
 
@@ -60,9 +62,10 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, penalty):
     assert [r["step"] for r in _metrics(resumed)] == [r["step"] for r in _metrics(full)]
 
 
-def test_resume_without_checkpoint_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="nothing to resume"):
-        train(_cfg(tmp_path, "none"), resume=True)
+def test_resume_without_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):
+    out = train(_cfg(tmp_path, "none", max_steps=3), resume=True)
+    assert "nothing to resume" in capsys.readouterr().out
+    assert load_checkpoint(out / "last.safetensors")[1]["step"] == 3
 
 
 def test_lr_schedules():
@@ -79,9 +82,9 @@ def test_config_errors():
     with pytest.raises(ValueError, match="unknown config key"):
         TrainConfig.from_dict({"lr": 0.1, "lerning_rate": 1})
     with pytest.raises(ValueError, match="penalty"):
-        TrainConfig(penalty="l2").check()
+        TrainConfig(penalty="l2")
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        TrainConfig(sparsity=1.2).check()
+        TrainConfig(sparsity=1.2)
 
 
 def _free_port() -> int:
@@ -94,7 +97,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, dump: str) -
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    run = _Run(cfg, resume=False)
+    run = Trainer(cfg, resume=False)
     run.run()
     torch.save({k: v.detach().clone() for k, v in run.model.state_dict().items()},
                f"{dump}/rank{rank}.pt")

@@ -1,7 +1,14 @@
-"""Model zoo: torchvision-compatible ImageNet models and CIFAR variants."""
+"""Model zoo: torchvision-compatible ImageNet models and CIFAR variants, each registered
+where it is defined (``@register_model``)."""
 
 from .mobilenetv2 import MobileNetV2, mobilenet_v2, mobilenet_v2_cifar
-from .registry import create_model, default_input_size, list_models, register_model
+from .registry import (
+    create_model,
+    create_model_checked,
+    default_input_size,
+    list_models,
+    register_model,
+)
 from .resnet import (
     BasicBlock,
     Bottleneck,
@@ -21,6 +28,7 @@ __all__ = [
     "MobileNetV2",
     "ResNet",
     "create_model",
+    "create_model_checked",
     "default_input_size",
     "list_models",
     "mobilenet_v2",

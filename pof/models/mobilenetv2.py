@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .registry import CIFAR_INPUT, register_model
+
 __all__ = ["ConvBNReLU6", "InvertedResidual", "MobileNetV2", "mobilenet_v2", "mobilenet_v2_cifar"]
 
 # t (expansion), c (output channels), n (repeats), s (stride of the first block)
@@ -143,11 +145,13 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
+@register_model("mobilenet_v2")
 def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, **kwargs) -> MobileNetV2:
     """MobileNetV2 for ImageNet (224x224 -> 7x7 before pooling); torchvision-compatible keys."""
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, **kwargs)
 
 
+@register_model("mobilenet_v2_cifar", num_classes=10, input_size=CIFAR_INPUT)
 def mobilenet_v2_cifar(num_classes: int = 10, width_mult: float = 1.0, **kwargs) -> MobileNetV2:
     """MobileNetV2 for 32x32 inputs.
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from .mobilenetv2 import mobilenet_v2, mobilenet_v2_cifar
-from .resnet import resnet18, resnet20, resnet50, resnet56
-from .small import small_cnn
+from ..errors import PofError
 
-__all__ = ["register_model", "create_model", "list_models", "default_input_size"]
+__all__ = ["register_model", "create_model", "create_model_checked", "list_models",
+           "default_input_size"]
+
+MAX_PARAMS = 2_000_000_000  # a model description asking for more is a mistake
 
 IMAGENET_INPUT: tuple[int, int, int] = (3, 224, 224)
 CIFAR_INPUT: tuple[int, int, int] = (3, 32, 32)
@@ -54,7 +56,7 @@ def _entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+        raise PofError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
 def list_models() -> list[str]:
@@ -73,10 +75,26 @@ def default_input_size(name: str) -> tuple[int, int, int]:
     return _entry(name).input_size
 
 
-register_model("resnet18", resnet18)
-register_model("resnet50", resnet50)
-register_model("mobilenet_v2", mobilenet_v2)
-register_model("resnet20", resnet20, num_classes=10, input_size=CIFAR_INPUT)
-register_model("resnet56", resnet56, num_classes=10, input_size=CIFAR_INPUT)
-register_model("mobilenet_v2_cifar", mobilenet_v2_cifar, num_classes=10, input_size=CIFAR_INPUT)
-register_model("small_cnn", small_cnn, num_classes=10, input_size=(1, 8, 8))
+def create_model_checked(name: object, num_classes: object, kwargs: object, where: str,
+                         error: type[PofError] = PofError) -> nn.Module:
+    """:func:`create_model` for a model described by data (a config, checkpoint metadata):
+    wrong types, arguments the constructor refuses, and sizes over ``MAX_PARAMS``
+    parameters raise ``error`` naming ``where`` (the model is sized on the meta device
+    first, so nothing large is allocated)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise error(f"{where}: unknown model {name!r}; available: {', '.join(list_models())}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise error(f"{where}: num_classes must be a whole number >= 1, got {num_classes!r}")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise error(f"{where}: model kwargs must be a mapping, got {kwargs!r}")
+    try:
+        with torch.device("meta"):
+            probe = create_model(name, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise error(f"{where}: {name} does not accept {kwargs}: {msg}") from None
+    size = sum(p.numel() for p in probe.parameters())
+    if size > MAX_PARAMS:
+        raise error(f"{where}: {name} with {kwargs} would have {size:,} parameters "
+                    f"(more than {MAX_PARAMS:,})")
+    return create_model(name, num_classes=num_classes, **kwargs)

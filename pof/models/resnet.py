@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .registry import CIFAR_INPUT, register_model
+
 __all__ = [
     "BasicBlock",
     "Bottleneck",
@@ -183,21 +185,25 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
+@register_model("resnet18")
 def resnet18(num_classes: int = 1000, **kwargs) -> ResNet:
     """ResNet-18 (ImageNet layout, torchvision-compatible keys)."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, **kwargs)
 
 
+@register_model("resnet50")
 def resnet50(num_classes: int = 1000, **kwargs) -> ResNet:
     """ResNet-50 (ImageNet layout, v1.5 stride placement, torchvision-compatible keys)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, **kwargs)
 
 
+@register_model("resnet20", num_classes=10, input_size=CIFAR_INPUT)
 def resnet20(num_classes: int = 10, **kwargs) -> CifarResNet:
     """ResNet-20 for 32x32 inputs (n=3)."""
     return CifarResNet(20, num_classes=num_classes, **kwargs)
 
 
+@register_model("resnet56", num_classes=10, input_size=CIFAR_INPUT)
 def resnet56(num_classes: int = 10, **kwargs) -> CifarResNet:
     """ResNet-56 for 32x32 inputs (n=9)."""
     return CifarResNet(56, num_classes=num_classes, **kwargs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .registry import register_model
+
 
 class SmallCNN(nn.Module):
     """conv-bn-relu x3 (the last two at double width) + global pool + linear head."""
@@ -25,6 +27,7 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+@register_model("small_cnn", num_classes=10, input_size=(1, 8, 8))
 def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> SmallCNN:
     """The demo network (about 0.13M parameters at width 32)."""
     return SmallCNN(num_classes, in_channels, width)

@@ -2,22 +2,19 @@
 
 ``prune`` adds a :class:`PruneMask` parametrization to each selected layer (after the
 sphere parametrization, if any), the way ``torch.nn.utils.prune`` keeps masks on the
-module. ``unprune`` takes the masks off again; ``remove`` makes them permanent. A layer
-with mean recovery becomes a :class:`FoldedConv2d` / :class:`FoldedLinear`: a weight
-with the same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays sparse.
+module. ``unprune`` takes the masks off again; :func:`pof.remove` (in :mod:`pof.core.fold`)
+makes them permanent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..errors import PofError
 from .masks import check_sparsity, compute_masks, parse_nm
-from .selection import replace_module, select_layers
+from .selection import Patterns, select_layers
 
 RECOVER = ("zero", "mean")
 MEAN_SCOPES = ("unit", "layer")
@@ -33,9 +30,9 @@ class PruneMask(nn.Module):
     def __init__(self, mask: Tensor, recover: str = "zero", mean_scope: str = "unit") -> None:
         super().__init__()
         if recover not in RECOVER:
-            raise ValueError(f"recover must be one of {RECOVER}, got {recover!r}")
+            raise PofError(f"recover must be one of {RECOVER}, got {recover!r}")
         if mean_scope not in MEAN_SCOPES:
-            raise ValueError(f"mean_scope must be one of {MEAN_SCOPES}, got {mean_scope!r}")
+            raise PofError(f"mean_scope must be one of {MEAN_SCOPES}, got {mean_scope!r}")
         self.register_buffer("mask", mask.bool())
         self.recover = recover
         self.mean_scope = mean_scope
@@ -58,7 +55,8 @@ class PruneMask(nn.Module):
         return out
 
 
-def _mask_param(module: nn.Module) -> PruneMask | None:
+def mask_param(module: nn.Module) -> PruneMask | None:
+    """The :class:`PruneMask` on ``module.weight``, or None."""
     if not parametrize.is_parametrized(module, "weight"):
         return None
     return next((p for p in module.parametrizations.weight if isinstance(p, PruneMask)), None)
@@ -66,7 +64,7 @@ def _mask_param(module: nn.Module) -> PruneMask | None:
 
 def is_pruned(module: nn.Module) -> bool:
     """True if ``module`` carries a pof prune mask."""
-    return _mask_param(module) is not None
+    return mask_param(module) is not None
 
 
 def pruned_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -86,9 +84,9 @@ def prune(
     pattern: str | None = None,
     recover: str = "zero",
     mean_scope: str = "unit",
-    include: str | Sequence[str] | None = None,
-    exclude: str | Sequence[str] | None = None,
-    keep_first_conv: bool = True,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    keep_first_conv: bool | None = None,
 ) -> nn.Module:
     """Magnitude-prune ``model`` in place at ``sparsity`` (a fraction in [0, 1)).
 
@@ -96,28 +94,30 @@ def prune(
     threshold across them. ``pattern="N:M"`` keeps N of every M consecutive input-channel
     weights instead (``sparsity`` may then be None or must equal ``1 - N/M``).
     ``recover="mean"`` fills pruned entries with their mean (see :class:`PruneMask`).
-    Works on plain and sphere models; masks stay on the modules until :func:`remove`
-    (permanent) or :func:`unprune` (undo). Returns ``model``.
+    Layers: the selection recorded on the model by ``to_sphere`` or a penalty, unless
+    ``include``/``exclude``/``keep_first_conv`` are given. Works on plain and sphere
+    models; masks stay on the modules until :func:`pof.remove` (permanent) or
+    :func:`unprune` (undo). Returns ``model``.
     """
     if pattern is not None:
         n, m = parse_nm(pattern)
         if sparsity is not None and abs(float(sparsity) - (1 - n / m)) > 1e-9:
-            raise ValueError(
+            raise PofError(
                 f"sparsity {sparsity} disagrees with pattern {pattern} (= {1 - n / m:g}); "
                 "pass sparsity=None"
             )
     else:
         if sparsity is None:
-            raise ValueError("sparsity is required unless pattern='N:M' is given")
+            raise PofError("sparsity is required unless pattern='N:M' is given")
         sparsity = check_sparsity(sparsity)
     if recover not in RECOVER:
-        raise ValueError(f"recover must be one of {RECOVER}, got {recover!r}")
+        raise PofError(f"recover must be one of {RECOVER}, got {recover!r}")
     if mean_scope not in MEAN_SCOPES:
-        raise ValueError(f"mean_scope must be one of {MEAN_SCOPES}, got {mean_scope!r}")
+        raise PofError(f"mean_scope must be one of {MEAN_SCOPES}, got {mean_scope!r}")
     layers = select_layers(model, include, exclude, keep_first_conv)
     already = [n for n, _ in pruned_layers(model)]
     if already:
-        raise ValueError(
+        raise PofError(
             f"model is already pruned ({already[0]!r}, ...): call pof.remove(model) to make "
             "that permanent, or pof.unprune(model) to undo it, before pruning again"
         )
@@ -142,80 +142,4 @@ def unprune(model: nn.Module) -> nn.Module:
         else:
             idx = next(i for i, p in enumerate(plist) if isinstance(p, PruneMask))
             del plist[idx]
-    return model
-
-
-def _windowed_sum(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """Sum of the input over each output's receptive field, per group: ``(N, groups, H, W)``."""
-    ones = torch.ones(conv.groups, conv.in_channels // conv.groups, *conv.kernel_size,
-                      dtype=x.dtype, device=x.device)
-    if conv.padding_mode != "zeros":
-        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        return F.conv2d(x, ones, None, conv.stride, 0, conv.dilation, conv.groups)
-    return F.conv2d(x, ones, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-class FoldedConv2d(nn.Conv2d):
-    """Conv2d with a sparse ``weight`` plus ``recovery_mean[o] * windowed_sum(x)``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
-        s = _windowed_sum(self, x).repeat_interleave(self.out_channels // self.groups, 1)
-        return out + self.recovery_mean.view(1, -1, 1, 1) * s
-
-
-class FoldedLinear(nn.Linear):
-    """Linear with a sparse ``weight`` plus ``recovery_mean[o] * sum(x)``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) + self.recovery_mean * x.sum(-1, keepdim=True)
-
-
-def fold(module: nn.Module) -> nn.Module:
-    """Return a plain, permanently sparse copy of a pruned layer (folded if mean-recovered).
-
-    The result has ``weight`` zero wherever the mask is, and for mean recovery a
-    ``recovery_mean`` buffer so that its outputs equal the masked layer's.
-    """
-    p = _mask_param(module)
-    if p is None:
-        raise ValueError("fold() needs a pruned layer (see pof.prune)")
-    with torch.no_grad():
-        w = module.weight.detach().clone()
-        mu = p.fill(w) if p.recover == "mean" else None
-        if mu is not None:
-            w = (w - mu.view(-1, *([1] * (w.dim() - 1)))) * p.mask
-        else:
-            w = w * p.mask
-    if isinstance(module, nn.Conv2d):
-        cls = FoldedConv2d if mu is not None else nn.Conv2d
-        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                  module.padding, module.dilation, module.groups, module.bias is not None,
-                  module.padding_mode, device=w.device, dtype=w.dtype)
-    else:
-        cls = FoldedLinear if mu is not None else nn.Linear
-        new = cls(module.in_features, module.out_features, module.bias is not None,
-                  device=w.device, dtype=w.dtype)
-    with torch.no_grad():
-        new.weight.copy_(w)
-        if module.bias is not None:
-            new.bias.copy_(module.bias.detach())
-    if mu is not None:
-        new.register_buffer("recovery_mean", mu.detach().clone())
-    for hook in module._forward_hooks.values():  # cosine layers keep their input norm
-        new.register_forward_hook(hook)
-    new.train(module.training)
-    return new
-
-
-def remove(model: nn.Module) -> nn.Module:
-    """Make pruning permanent: each pruned layer becomes a plain sparse layer, in place.
-
-    Sphere weights of pruned layers are baked too; mean-recovered layers are folded.
-    """
-    layers = pruned_layers(model)
-    if not layers:
-        raise ValueError("model is not pruned; nothing to remove (see pof.prune)")
-    for name, m in layers:
-        replace_module(model, name, fold(m))
     return model

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from .prune import mask_param
 from .selection import PRUNABLE
 
 
@@ -61,14 +62,12 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
     For a mean-recovered layer the masked entries count as zeros: they are stored as
     zeros once folded (see ``pof.remove``).
     """
-    from .prune import _mask_param  # local: avoid a cycle at import time
-
     rows = []
     with torch.no_grad():
         for name, m in model.named_modules():
             if not isinstance(m, PRUNABLE):
                 continue
-            p = _mask_param(m)
+            p = mask_param(m)
             zeros = int((~p.mask).sum()) if p is not None else int((m.weight == 0).sum())
             rows.append(LayerSparsity(name, zeros, m.weight.numel()))
     return SparsityReport(rows)

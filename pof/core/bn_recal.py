@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..errors import PofError
+
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -35,9 +37,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int | None 
     """
     bns = batchnorms(model)
     if not bns:
-        raise ValueError("model has no BatchNorm layers with running statistics to recalibrate")
+        raise PofError("model has no BatchNorm layers with running statistics to recalibrate")
     if num_batches is not None and num_batches < 1:
-        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+        raise PofError(f"num_batches must be >= 1, got {num_batches}")
     modes = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in bns}
     seen = 0
@@ -60,7 +62,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int | None 
         for m, momentum in momenta.items():
             m.momentum = momentum
     if seen == 0:
-        raise ValueError("no batches given to recalibrate BatchNorm statistics")
+        raise PofError("no batches given to recalibrate BatchNorm statistics")
     return seen
 
 

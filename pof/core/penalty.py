@@ -23,13 +23,12 @@ is the pruned share of the total. See docs/method.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
+from ..errors import PofError
 from .masks import check_sparsity, compute_masks
-from .selection import select_layers
+from .selection import Patterns, record_selection, resolve_selection, select_layers
 
 FORMS = ("energy", "sine")
 
@@ -57,28 +56,38 @@ class PrunePenalty(nn.Module):
         beta: float = 0.1,
         margin: float = 0.5,
         refresh_every: int = 50,
-        include: str | Sequence[str] | None = None,
-        exclude: str | Sequence[str] | None = None,
-        keep_first_conv: bool = True,
+        include: Patterns = None,
+        exclude: Patterns = None,
+        keep_first_conv: bool | None = None,
         form: str = "energy",
     ) -> None:
         super().__init__()
         if scope not in ("layer", "global"):
-            raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+            raise PofError(f"scope must be 'layer' or 'global', got {scope!r}")
         if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+            raise PofError(f"form must be one of {FORMS}, got {form!r}")
         self.form = form
         if refresh_every < 1:
-            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
+            raise PofError(f"refresh_every must be >= 1, got {refresh_every}")
         self.sparsity = check_sparsity(sparsity)
         self.scope, self.weight, self.beta, self.margin = scope, weight, beta, margin
         self.refresh_every = refresh_every
-        layers = select_layers(model, include, exclude, keep_first_conv)
+        sel = resolve_selection(model, include, exclude, keep_first_conv)
+        layers = select_layers(model, sel.include, sel.exclude, sel.keep_first_conv)
+        record_selection(model, sel)
         self.names = [n for n, _ in layers]
         self._layers = [m for _, m in layers]  # plain list: not registered as children
         self.calls = 0
-        self._masks: list[Tensor] | None = None
-        self._layer_id: Tensor | None = None
+        for i in range(len(layers)):  # keep-masks of the pruned set: buffers, None until set
+            self.register_buffer(f"mask_{i}", None)
+        for name in ("_keep", "_pruned", "_layer_id", "_sizes", "_keep_count"):
+            self.register_buffer(name, None, persistent=False)  # derived from the masks
+
+    @property
+    def masks(self) -> list[Tensor] | None:
+        """The current keep-masks (True = kept), one per layer, or None before a refresh."""
+        masks = [getattr(self, f"mask_{i}") for i in range(len(self.names))]
+        return None if masks[0] is None else masks
 
     def weights(self) -> list[Tensor]:
         """Current effective weights of the selected layers (differentiable)."""
@@ -88,19 +97,18 @@ class PrunePenalty(nn.Module):
     def refresh(self, weights: list[Tensor] | None = None) -> None:
         """Re-select the pruned set from the current weight magnitudes."""
         ws = [w.detach() for w in (weights or self.weights())]
-        self._masks = compute_masks(ws, self.sparsity, self.scope, names=self.names)
-        self._flat_state(ws)
+        self._set_masks(compute_masks(ws, self.sparsity, self.scope, names=self.names), ws)
 
     def load_masks(self, masks: list[Tensor]) -> None:
         """Use these keep-masks (e.g. from a checkpoint) until the next refresh."""
-        ws = [w.detach() for w in self.weights()]
-        self._masks = [m.to(w.device) for m, w in zip(masks, ws, strict=True)]
-        self._flat_state(ws)
+        self._set_masks(masks, [w.detach() for w in self.weights()])
 
-    def _flat_state(self, ws: list[Tensor]) -> None:
+    def _set_masks(self, masks: list[Tensor], ws: list[Tensor]) -> None:
+        for i, (m, w) in enumerate(zip(masks, ws, strict=True)):
+            setattr(self, f"mask_{i}", m.to(w.device, torch.bool))
         # Everything below works on all layers at once, concatenated: a handful of large
         # ops instead of a dozen small ones per layer (the step overhead is in the launches).
-        keep = torch.cat([k.flatten() for k in self._masks])
+        keep = torch.cat([k.flatten() for k in self.masks])
         sizes = torch.tensor([w.numel() for w in ws], device=keep.device)
         self._layer_id = torch.repeat_interleave(torch.arange(len(ws), device=keep.device),
                                                  sizes)
@@ -116,10 +124,10 @@ class PrunePenalty(nn.Module):
 
     def _terms(self, ws: list[Tensor], form: str = "energy") -> tuple[Tensor, Tensor]:
         """(pruned-energy fraction or its sine, margin term) over the selected layers."""
-        if self._masks is None:
+        if self.masks is None:
             self.refresh(ws)
         elif self._keep.device != ws[0].device:  # the model moved since the refresh
-            self.load_masks(self._masks)
+            self.load_masks(self.masks)
         flat = torch.cat([w.flatten() for w in ws])
         sq = flat * flat
         pruned, total = self._per_layer(sq * self._pruned), self._per_layer(sq)
@@ -137,14 +145,10 @@ class PrunePenalty(nn.Module):
         """Pruned-energy fraction (mean over layers, or of the total for global scope)."""
         return self._terms(weights or self.weights())[0]
 
-    def margin_term(self, weights: list[Tensor] | None = None) -> Tensor:
-        """Mean over layers of the normalised squared shortfall of kept weights below tau."""
-        return self._terms(weights or self.weights())[1]
-
     def forward(self) -> Tensor:
         """The penalty (a scalar tensor to add to the task loss)."""
         ws = self.weights()
-        if self._masks is None or (self.training and self.calls % self.refresh_every == 0):
+        if self.masks is None or (self.training and self.calls % self.refresh_every == 0):
             self.refresh(ws)
         if self.training:
             self.calls += 1
@@ -165,9 +169,9 @@ class L1Penalty(nn.Module):
         self,
         model: nn.Module,
         weight: float = 1e-5,
-        include: str | Sequence[str] | None = None,
-        exclude: str | Sequence[str] | None = None,
-        keep_first_conv: bool = True,
+        include: Patterns = None,
+        exclude: Patterns = None,
+        keep_first_conv: bool | None = None,
     ) -> None:
         super().__init__()
         self.weight = weight

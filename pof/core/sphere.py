@@ -9,14 +9,21 @@ learnable per-unit ``scale``. ``from_sphere`` bakes the weights back into a plai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .selection import select_layers
+from ..errors import PofError
+from .prune import is_pruned
+from .selection import (
+    Patterns,
+    empty_like_layer,
+    record_selection,
+    replace_module,
+    resolve_selection,
+    select_layers,
+)
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -99,9 +106,9 @@ def _absorb_into_norm(layer: nn.Module, bn: nn.Module, n: Tensor) -> None:
     bn.running_var.div_(n**2)
 
 
-def _cosine_hook(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
-    """Divide a layer's output by the L2 norm of each input receptive field (SphereNet)."""
-    (x,) = args
+def cosine_normalise(module: nn.Module, x: Tensor, out: Tensor) -> Tensor:
+    """Divide a layer's output ``out`` by the L2 norm of each input receptive field of ``x``
+    (SphereNet's cosine layers); the bias is added back after the division."""
     if isinstance(module, nn.Linear):
         norm = x.norm(dim=-1, keepdim=True)
     else:
@@ -119,12 +126,40 @@ def _cosine_hook(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Te
     return (out - b) / (norm + 1e-6) + b
 
 
+class Cosine:
+    """Mixin for a Conv2d/Linear class: its output is normalised by :func:`cosine_normalise`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return cosine_normalise(self, x, super().forward(x))
+
+
+class CosineConv2d(Cosine, nn.Conv2d):
+    """Conv2d whose output is divided by the norm of each input receptive field."""
+
+
+class CosineLinear(Cosine, nn.Linear):
+    """Linear whose output is divided by the norm of its input."""
+
+
+def is_cosine(module: nn.Module) -> bool:
+    """True for a cosine layer (see ``to_sphere(cosine=True)``)."""
+    return isinstance(module, Cosine)
+
+
+def as_cosine(module: nn.Module) -> nn.Module:
+    """A cosine layer sharing ``module``'s parameters (``module`` must not be parametrized)."""
+    cls = CosineConv2d if isinstance(module, nn.Conv2d) else CosineLinear
+    new = empty_like_layer(module, cls)
+    new.weight, new.bias = module.weight, module.bias
+    return new
+
+
 def to_sphere(
     model: nn.Module,
-    include: str | Sequence[str] | None = None,
-    exclude: str | Sequence[str] | None = None,
+    include: Patterns = None,
+    exclude: Patterns = None,
     cosine: bool = False,
-    keep_first_conv: bool = True,
+    keep_first_conv: bool | None = None,
 ) -> nn.Module:
     """Put the selected layers' weights on the unit sphere per output unit, in place.
 
@@ -132,17 +167,25 @@ def to_sphere(
     mode keeps the eval-mode outputs of a trained model (to float rounding). ``cosine=True``
     also divides each output by the norm of its input receptive field (SphereNet's cosine
     layers); that changes the function, so use it when training from scratch.
-    Returns ``model``.
+    The selection is recorded on ``model`` (see :func:`pof.select_layers`). Returns ``model``.
     """
-    layers = select_layers(model, include, exclude, keep_first_conv)
+    sel = resolve_selection(model, include, exclude, keep_first_conv)
+    layers = select_layers(model, sel.include, sel.exclude, sel.keep_first_conv)
     for name, m in layers:
         if parametrize.is_parametrized(m, "weight"):
-            raise ValueError(
+            raise PofError(
                 f"layer {name!r} is already parametrized (on the sphere or pruned); "
                 "call pof.remove(model) / pof.from_sphere(model) first"
             )
     pairs = following_norms(model)
     mods = dict(model.named_modules())
+    if cosine:
+        converted = []
+        for name, m in layers:
+            new = as_cosine(m)
+            replace_module(model, name, new)
+            converted.append((name, new))
+        layers = converted
     with torch.no_grad():
         for name, m in layers:
             n = row_norms(m.weight)
@@ -153,8 +196,7 @@ def to_sphere(
             else:
                 param = UnitSphere(scale=n if not cosine else torch.ones_like(n))
             parametrize.register_parametrization(m, "weight", param)
-            if cosine:
-                m._pof_cosine_handle = m.register_forward_hook(_cosine_hook)
+    record_selection(model, sel)
     return model
 
 
@@ -163,16 +205,14 @@ def from_sphere(model: nn.Module) -> nn.Module:
 
     Pruned layers (``pof.prune``) must be made permanent with ``pof.remove`` first.
     """
-    from .prune import is_pruned  # local: prune builds on sphere
-
     layers = sphere_layers(model)
     if not layers:
-        raise ValueError("model has no sphere layer; nothing to convert (see pof.to_sphere)")
+        raise PofError("model has no sphere layer; nothing to convert (see pof.to_sphere)")
     for name, m in layers:
         if is_pruned(m):
-            raise ValueError(f"layer {name!r} is pruned; call pof.remove(model) first")
-        if hasattr(m, "_pof_cosine_handle"):
-            raise ValueError(
+            raise PofError(f"layer {name!r} is pruned; call pof.remove(model) first")
+        if is_cosine(m):
+            raise PofError(
                 f"layer {name!r} is a cosine layer (it normalises its inputs); "
                 "a plain layer cannot reproduce it"
             )

@@ -7,20 +7,22 @@ ties broken by index so the result is deterministic.
 
 from __future__ import annotations
 
+import numbers
 import re
 
 import torch
 from torch import Tensor
 
+from ..errors import PofError
+
 
 def check_sparsity(sparsity: float) -> float:
-    """Return ``sparsity`` as a float, or raise ``ValueError`` if it is outside [0, 1)."""
-    try:
-        s = float(sparsity)
-    except (TypeError, ValueError):
-        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+    """Return ``sparsity`` as a float, or raise :class:`PofError` if it is outside [0, 1)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
+        raise PofError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    s = float(sparsity)
     if not 0.0 <= s < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1) (0.7 = 70% zeros), got {sparsity!r}")
+        raise PofError(f"sparsity must be in [0, 1) (0.7 = 70% zeros), got {sparsity!r}")
     return s
 
 
@@ -28,10 +30,10 @@ def parse_nm(pattern: str) -> tuple[int, int]:
     """Parse ``"N:M"`` (keep N of every M consecutive weights) into ``(N, M)``."""
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(pattern))
     if not match:
-        raise ValueError(f"pattern must look like 'N:M' (e.g. '2:4'), got {pattern!r}")
+        raise PofError(f"pattern must look like 'N:M' (e.g. '2:4'), got {pattern!r}")
     n, m = int(match[1]), int(match[2])
     if m < 1 or n < 1 or n >= m:
-        raise ValueError(f"N:M pattern needs 1 <= N < M, got {pattern!r}")
+        raise PofError(f"N:M pattern needs 1 <= N < M, got {pattern!r}")
     return n, m
 
 
@@ -95,7 +97,7 @@ def nm_mask(weight: Tensor, n: int, m: int, name: str = "layer") -> Tensor:
     w = weight.detach().abs()
     x = w.movedim(1, -1) if w.dim() == 4 else w  # (out, kh, kw, in) or (out, in)
     if x.shape[-1] % m:
-        raise ValueError(
+        raise PofError(
             f"N:M pattern {n}:{m}: layer {name!r} has {x.shape[-1]} input channels per "
             f"group, not divisible by {m}; exclude it (exclude=[{name!r}])"
         )
@@ -122,4 +124,4 @@ def compute_masks(
         return layer_masks(weights, sparsity)
     if scope == "global":
         return global_masks(weights, sparsity)
-    raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    raise PofError(f"scope must be 'layer' or 'global', got {scope!r}")

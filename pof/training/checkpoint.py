@@ -16,75 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
-from .prune import FoldedConv2d, FoldedLinear, PruneMask, fold
-from .selection import replace_module
-from .sphere import UnitSphere, _cosine_hook
+from ..core.structure import apply_selection, apply_structure, selection_meta, structure
+from ..errors import CheckpointError
+from ..fileio import atomic_path
 
 FORMAT = "pof-checkpoint/1"
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, truncated, corrupt or not a pof checkpoint."""
-
-
-# ---------------------------------------------------------------- model structure
-def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Per-layer pof state needed to rebuild ``model`` before loading its ``state_dict``."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, m in model.named_modules():
-        entry: dict[str, Any] = {}
-        if isinstance(m, FoldedConv2d | FoldedLinear):
-            entry["folded"] = True
-        if hasattr(m, "_pof_cosine_handle") or any(
-            h is _cosine_hook for h in m._forward_hooks.values()
-        ):
-            entry["cosine"] = True
-        if parametrize.is_parametrized(m, "weight"):
-            chain = []
-            for p in m.parametrizations.weight:
-                if isinstance(p, PruneMask):
-                    chain.append({"mask": p.recover, "mean_scope": p.mean_scope})
-                elif isinstance(p, UnitSphere):
-                    chain.append({"sphere": True, "scale": p.scale is not None})
-                else:
-                    raise CheckpointError(
-                        f"layer {name!r} has a parametrization pof cannot save: {type(p).__name__}"
-                    )
-            entry["weight"] = chain
-        if entry:
-            out[name] = entry
-    return out
-
-
-def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.Module:
-    """Rebuild the pof structure described by :func:`structure` on a fresh model."""
-    mods = dict(model.named_modules())
-    for name, entry in struct.items():
-        m = mods.get(name)
-        if m is None:
-            raise CheckpointError(f"checkpoint names layer {name!r}, which the model lacks")
-        for p in entry.get("weight", []):
-            if p.get("sphere"):
-                out = m.weight.shape[0]
-                scale = torch.ones(out) if p["scale"] else None
-                parametrize.register_parametrization(m, "weight", UnitSphere(scale))
-            else:
-                mask = torch.ones_like(m.weight, dtype=torch.bool)
-                parametrize.register_parametrization(
-                    m, "weight", PruneMask(mask, p["mask"], p["mean_scope"]))
-        if entry.get("folded"):
-            tmp = PruneMask(torch.ones_like(m.weight, dtype=torch.bool), "mean")
-            parametrize.register_parametrization(m, "weight", tmp)
-            m = fold(m)
-            replace_module(model, name, m)
-        if entry.get("cosine"):
-            m._pof_cosine_handle = m.register_forward_hook(_cosine_hook)
-    return model
+__all__ = ["CheckpointError", "apply_structure", "load_checkpoint", "load_model_state",
+           "load_plain_weights", "model_from_checkpoint", "optimizer_state", "save_checkpoint",
+           "split", "structure"]
 
 
 # ---------------------------------------------------------------- optimizer state
@@ -171,9 +115,10 @@ def save_checkpoint(
     their non-zero values plus a bit mask, so the file shrinks with the sparsity.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     info: dict[str, Any] = {"format": FORMAT, **(meta or {}), "structure": structure(model)}
+    if (sel := selection_meta(model)) is not None:
+        info["selection"] = sel
     if optimizer is not None:
         opt_tensors, info["optimizer"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
@@ -182,37 +127,60 @@ def save_checkpoint(
     if compact:
         info["compact"] = _encode_sparse(tensors)
     info["sha256"] = _digest(tensors)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"pof": json.dumps(info)})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"pof": json.dumps(info)})
     return path
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """(safetensors header metadata, tensors) of ``path``."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
+        return header, load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                              ) from None
+
+
+def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
+    """``meta`` if its pof keys have the types pof writes, else a CheckpointError."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: metadata is a JSON {type(meta).__name__}, not an object")
+    types = {"structure": dict, "compact": dict, "arch": dict, "optimizer": dict,
+             "config": dict, "data": dict, "step": int}
+    for key, kind in types.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise CheckpointError(f"{path}: metadata {key!r} is a {type(meta[key]).__name__}, "
+                                  f"expected a {kind.__name__}")
+    for key, val in meta.get("compact", {}).items():
+        ok = (isinstance(val, list) and len(val) == 2 and isinstance(val[0], list)
+              and all(isinstance(d, int) and d >= 0 for d in val[0])
+              and val[1] in ("float32", "float16", "bfloat16", "float64"))
+        if not ok:
+            raise CheckpointError(f"{path}: metadata 'compact' entry {key!r} is malformed")
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read and verify a checkpoint: ``(tensors, metadata)``. Raises CheckpointError."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            header = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{str(e).splitlines()[0]}") from None
+    header, tensors = _read(path)
     if "pof" not in header:
         raise CheckpointError(f"{path}: a safetensors file without pof metadata")
     try:
-        meta = json.loads(header["pof"])
+        meta = _check_meta(path, json.loads(header["pof"]))
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: corrupt metadata") from None
     if meta.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{path}: content hash mismatch (file corrupt)")
-    _decode_sparse(tensors, meta.get("compact", {}))
+    try:
+        _decode_sparse(tensors, meta.get("compact", {}))
+    except (KeyError, RuntimeError, ValueError):
+        raise CheckpointError(f"{path}: compact tensors do not match their metadata") from None
     return tensors, meta
 
 
@@ -223,15 +191,19 @@ def split(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a registry model (with its pof structure) from a checkpoint."""
-    from .models import create_model
+    """Rebuild a registry model (with its pof structure and layer selection) from a
+    checkpoint; metadata of the wrong type or size is a :class:`CheckpointError`."""
+    from ..models import create_model_checked
 
     tensors, meta = load_checkpoint(path)
     arch = meta.get("arch")
     if not arch:
         raise CheckpointError(f"{path}: metadata names no architecture ('arch')")
-    model = create_model(arch["name"], num_classes=arch["num_classes"], **arch.get("kwargs", {}))
-    apply_structure(model, meta.get("structure", {}))
+    model = create_model_checked(arch.get("name"), arch.get("num_classes"),
+                                 arch.get("kwargs", {}), f"{path}: metadata 'arch'",
+                                 CheckpointError)
+    apply_structure(model, meta.get("structure", {}), str(path))
+    apply_selection(model, meta.get("selection"), str(path))
     load_model_state(model, split(tensors, "model"), str(path))
     return model, meta
 
@@ -260,12 +232,8 @@ def load_plain_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        try:
-            return split(load_checkpoint(path)[0], "model")
-        except CheckpointError as e:
-            if "without pof metadata" not in str(e):
-                raise
-            return load_file(str(path))
+        header, tensors = _read(path)
+        return split(load_checkpoint(path)[0], "model") if "pof" in header else tensors
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure is a bad file for the user

@@ -1,0 +1,214 @@
+"""What each ``pof`` command does. Each checks its inputs and output first (files exist,
+``--out`` is writable, metadata is sane, classes match), then works, then writes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError, PofError
+
+
+# ---------------------------------------------------------------- shared steps
+def _train_config(args: argparse.Namespace, base: Any = None, overrides: dict | None = None):
+    from ..training.config import TrainConfig
+
+    if base is None:
+        base = TrainConfig.from_yaml(args.config) if getattr(args, "config", None) else (
+            TrainConfig())
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(overrides or {})
+    return dataclasses.replace(base, **values)
+
+
+def _data_source(args: argparse.Namespace, meta: dict, ckpt: str) -> str:
+    src = args.data or (meta.get("data") or {}).get("source")
+    if not isinstance(src, str) or not src:
+        raise PofError(f"{ckpt}: no --data given and the checkpoint does not name its data")
+    return src
+
+
+def _num_classes(meta: dict) -> int:
+    return int(meta["arch"]["num_classes"])
+
+
+def _check_data_fits(model, ds, data: str, classes: int, ckpt: str) -> None:
+    """The data set's class count and image shape fit the checkpoint's model."""
+    import torch
+
+    from ..data import make_loader
+
+    if ds.spec.num_classes != classes:
+        raise DataError(f"{data} has {ds.spec.num_classes} classes but {ckpt} was trained "
+                        f"for {classes}")
+    x, _ = next(iter(make_loader(ds, 2, train=False)))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except RuntimeError as e:
+        raise DataError(f"{ckpt}: the model does not take {data}'s images "
+                        f"{tuple(ds.spec.image_size)}: {' '.join(str(e).split())[:200]}"
+                        ) from None
+    finally:
+        model.train(was)
+
+
+def _evaluator(model, data: str, batch: int, classes: int, ckpt: str
+               ) -> Callable[[Any], dict[str, float]]:
+    """``model -> metrics`` on ``data``'s held-out split (checked against the model)."""
+    from ..data import make_loader
+    from ..training.evaluate import evaluate, held_out_split
+
+    ds = held_out_split(data, True)
+    _check_data_fits(model, ds, data, classes, ckpt)
+    loader = make_loader(ds, batch, train=False)
+    return lambda m: evaluate(m, loader, "cpu")
+
+
+def _recalibrator(data: str, batches: int, batch_size: int) -> Callable[[Any], object]:
+    """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches."""
+    from ..core.bn_recal import recalibrate_bn
+    from ..data import load_dataset, make_loader
+
+    ds = load_dataset(data, "train", progress=True)
+    return lambda model: recalibrate_bn(
+        model, make_loader(ds, batch_size, train=True, augment=False, seed=0), batches)
+
+
+def _not_folded(ckpt: str, model) -> None:
+    from ..core.fold import FoldedConv2d, FoldedLinear
+
+    if any(isinstance(m, FoldedConv2d | FoldedLinear) for m in model.modules()):
+        raise PofError(f"{ckpt} is already pruned permanently (--permanent / export); prune "
+                       "the checkpoint it came from instead")
+
+
+# ---------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> None:
+    from ..training.loop import train
+
+    out = train(_train_config(args), resume=args.resume)
+    print(f"run folder: {out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from ..training.checkpoint import model_from_checkpoint
+
+    model, meta = model_from_checkpoint(args.checkpoint)
+    data = _data_source(args, meta, args.checkpoint)
+    m = _evaluator(model, data, args.batch_size, _num_classes(meta), args.checkpoint)(model)
+    print(f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from ..core.fold import remove
+    from ..core.prune import prune
+    from ..core.sparsity import sparsity_report
+    from ..fileio import write_text
+    from ..training.checkpoint import model_from_checkpoint, save_checkpoint
+    from ..training.run_dir import check_out_dir
+
+    out = check_out_dir(args.out)
+    model, meta = model_from_checkpoint(args.checkpoint)
+    _not_folded(args.checkpoint, model)
+    recal = None
+    if args.bn_recal:
+        recal = _recalibrator(_data_source(args, meta, args.checkpoint), args.bn_recal,
+                              args.batch_size)
+    prune(model, args.sparsity, scope=args.scope, pattern=args.pattern, recover=args.recover,
+          exclude=args.exclude)
+    if recal is not None:
+        recal(model)
+    if args.permanent:
+        remove(model)
+    report = sparsity_report(model)
+    print(report)
+    meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
+    meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
+                      "recover": args.recover, "source": str(args.checkpoint),
+                      "bn_recal_batches": args.bn_recal}
+    path = save_checkpoint(out / "pruned.safetensors", model, meta)
+    write_text(out / "sparsity.txt", str(report) + "\n")
+    print(f"wrote {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ..core.fold import remove
+    from ..core.prune import pruned_layers
+    from ..training.checkpoint import model_from_checkpoint, save_checkpoint
+    from ..training.run_dir import check_out_file
+
+    out = check_out_file(args.out)
+    src = Path(args.checkpoint)
+    model, meta = model_from_checkpoint(src)
+    if not pruned_layers(model):
+        raise PofError(f"{src} is not pruned; run `pof prune` first")
+    remove(model)
+    meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config", "pruned")}
+    out = save_checkpoint(out, model, meta, compact=True)
+    size = out.stat().st_size
+    dense_size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    print(f"wrote {out}: {size / 1e6:.2f} MB ({100 * size / dense_size:.0f}% of the "
+          f"{dense_size / 1e6:.2f} MB of dense tensors)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from ..fileio import write_text
+    from ..report import markdown_table, plot_sweep, plot_weight_histograms, write_json
+    from ..sweep import sweep
+    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+    from ..training.run_dir import check_out_dir
+
+    out = check_out_dir(args.out)
+    for ckpt in args.checkpoints:  # every input checked before the first evaluation
+        _data_source(args, load_checkpoint(ckpt)[1], ckpt)
+    rows, models = [], {}
+    for ckpt in args.checkpoints:
+        model, meta = model_from_checkpoint(ckpt)
+        label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
+        data = _data_source(args, meta, ckpt)
+        evaluate = _evaluator(model, data, args.batch_size, _num_classes(meta), ckpt)
+        recal = _recalibrator(data, args.bn_recal, 128) if args.bn_recal else None
+        rows += sweep(model, evaluate, args.sparsities, recovers=args.recover,
+                      scope=args.scope, exclude=args.exclude, label=label, recalibrate=recal)
+        models[label] = model
+    table = markdown_table(rows)
+    print(table)
+    write_text(out / "sweep.md", table + "\n")
+    write_json(rows, out / "sweep.json")
+    plot_sweep(rows, out / "sweep.png")
+    plot_weight_histograms(models, out / "weights.png")
+    print(f"wrote {out / 'sweep.md'}, sweep.json, sweep.png, weights.png")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from ..training.checkpoint import load_checkpoint
+    from ..training.config import TrainConfig
+    from ..training.loop import train
+
+    _, meta = load_checkpoint(args.checkpoint)
+    arch = meta.get("arch") or {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    src = {k: v for k, v in (meta.get("config") or {}).items() if k in names}
+    try:
+        base = TrainConfig.from_dict(src, f"{args.checkpoint}: metadata 'config'")
+    except ConfigError as e:
+        raise PofError(str(e)) from None
+    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "max_steps": None,
+            "model": arch.get("name", base.model), "model_kwargs": arch.get("kwargs", {}),
+            "out": args.out or str(Path(args.checkpoint).parent / "finetune")}
+    cfg = _train_config(args, base, over)
+    print(f"run folder: {train(cfg, resume=args.resume)}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from ..demo import run_demo
+    from ..training.run_dir import check_out_dir
+
+    run_demo(out=check_out_dir(args.out), quick=args.quick, seed=args.seed)

@@ -1,0 +1,171 @@
+"""The ``pof`` argument parser: every value is read and checked by its ``type=``.
+
+Training flags come from :class:`~pof.training.config.TrainConfig`'s fields (their help
+and :class:`~pof.training.config.Kind`); argparse errors are one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import PofError
+from . import commands
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _arg(fn: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` that reports a PofError's own message."""
+    def parse(text: str) -> Any:
+        try:
+            return fn(text)
+        except PofError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def _sparsity(text: str) -> float:
+    from ..core.masks import check_sparsity
+    from ..training.config import Number
+
+    return check_sparsity(Number().parse(text))
+
+
+def _pattern(text: str) -> str:
+    from ..core.masks import parse_nm
+
+    n, m = parse_nm(text)
+    return f"{n}:{m}"
+
+
+def _sparsities(text: str) -> list[float]:
+    from ..sweep import parse_sparsities
+
+    return parse_sparsities(text)
+
+
+def _recovers(text: str) -> list[str]:
+    from ..core.prune import RECOVER
+
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in RECOVER]
+    if bad or not items:
+        raise PofError(f"recover must be a comma-separated list of {', '.join(RECOVER)}, "
+                       f"got {text!r}")
+    return items
+
+
+def _number(name: str, **kw: Any) -> Callable[[str], Any]:
+    from ..training.config import Number
+
+    kind = Number(**kw)
+    return _arg(lambda text: kind.check(name, kind.parse(text)), name)
+
+
+def _csv(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def _add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """One ``--flag`` per TrainConfig field; unset flags keep the config/recipe value."""
+    from ..training.config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip or f.name == "model_kwargs":
+            continue
+        kind = f.metadata["kind"]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS,
+                       type=_arg(lambda text, k=kind, n=f.name: k.check(n, k.parse(text)),
+                                 f.name),
+                       help=f"{f.metadata['help']} (default: {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pof`` parser with one sub-parser per command."""
+    p = _Parser(prog="pof", description="Pruning On-the-Fly: train with a pruning-aware "
+                "penalty, then prune at any sparsity without retraining.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    batch = _number("batch_size", integer=True, lo=1)
+
+    t = sub.add_parser("train", help="train (or continue training) a model")
+    t.add_argument("--config", help="recipe YAML; flags override its values")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.safetensors (starts fresh if there is none)")
+    _add_config_flags(t)
+    t.set_defaults(func=commands.cmd_train)
+
+    def data_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
+        q.add_argument("--batch-size", type=batch, default=256, help="evaluation batch size")
+
+    e = sub.add_parser("eval", help="top-1/top-5 accuracy and loss of a checkpoint")
+    e.add_argument("checkpoint")
+    data_flags(e)
+    e.set_defaults(func=commands.cmd_eval)
+
+    def prune_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--scope", choices=("layer", "global"), default="layer")
+        q.add_argument("--exclude", type=_csv, default=None,
+                       help="comma-separated layer-name patterns to keep dense (default: the "
+                       "selection the checkpoint was trained with)")
+        q.add_argument("--bn-recal", type=_number("bn_recal", integer=True, lo=0), default=0,
+                       metavar="N", help="after pruning, re-estimate BatchNorm statistics on N "
+                       "unaugmented training batches (no weight updates; default 0 = off)")
+
+    pr = sub.add_parser("prune", help="one-shot prune a checkpoint")
+    pr.add_argument("checkpoint")
+    how = pr.add_mutually_exclusive_group(required=True)
+    how.add_argument("--sparsity", type=_arg(_sparsity, "sparsity"),
+                     help="fraction of weights to remove, in [0, 1)")
+    how.add_argument("--pattern", type=_arg(_pattern, "pattern"),
+                     help="N:M pattern instead of --sparsity, e.g. 2:4")
+    pr.add_argument("--recover", choices=("zero", "mean"), default="mean")
+    pr.add_argument("--permanent", action="store_true",
+                    help="bake the masks in (pof.remove); the result can no longer be fine-tuned"
+                    " with fixed masks")
+    pr.add_argument("--out", required=True, help="output folder")
+    prune_flags(pr)
+    data_flags(pr)
+    pr.set_defaults(func=commands.cmd_prune)
+
+    x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk)")
+    x.add_argument("checkpoint", help="a checkpoint from `pof prune`")
+    x.add_argument("--out", required=True, help="output .safetensors file")
+    x.set_defaults(func=commands.cmd_export)
+
+    s = sub.add_parser("sweep", help="accuracy vs sparsity table and plots for checkpoints")
+    s.add_argument("checkpoints", nargs="+")
+    s.add_argument("--sparsities", type=_arg(_sparsities, "sparsities"),
+                   default="0.3,0.5,0.7,0.8,0.9", help="comma-separated fractions in [0, 1)")
+    s.add_argument("--recover", type=_arg(_recovers, "recover"), default="zero,mean",
+                   help="comma-separated: zero,mean")
+    s.add_argument("--out", default="sweep", help="output folder")
+    data_flags(s)
+    prune_flags(s)
+    s.set_defaults(func=commands.cmd_sweep)
+
+    f = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with its masks fixed")
+    f.add_argument("checkpoint")
+    f.add_argument("--out", help="run folder (default: next to the checkpoint)")
+    f.add_argument("--resume", action="store_true")
+    _add_config_flags(f, skip=frozenset({
+        "model", "out", "init", "penalty", "sphere", "cosine", "sparsity", "exclude",
+        "max_steps", "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh",
+        "penalty_beta", "penalty_form", "l1_weight"}))
+    f.set_defaults(func=commands.cmd_finetune, epochs=2.0, lr=0.01)
+
+    d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")
+    d.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
+    d.add_argument("--out", default="pof-demo", help="output folder")
+    d.add_argument("--seed", type=_number("seed", integer=True, lo=0), default=0)
+    d.set_defaults(func=commands.cmd_demo)
+    return p

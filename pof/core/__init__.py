@@ -1,0 +1,7 @@
+"""The core: pure torch, works on any ``nn.Module``.
+
+``selection`` (which layers) → ``masks`` (which weights) → ``sphere`` (unit-norm weights)
+→ ``penalty`` (the training term) → ``prune`` (masks as parametrizations) → ``fold``
+(permanent, sparse) → ``sparsity`` (report), ``bn_recal`` (BatchNorm statistics),
+``structure`` (describe / rebuild a model's pof state for checkpoints).
+"""

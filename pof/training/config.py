@@ -1,0 +1,264 @@
+"""``TrainConfig``: every value a training run needs, each read and checked in one place.
+
+Each field carries its help text and a :class:`Kind` that parses it from a command-line
+flag and checks its type and range; ``__post_init__`` checks every field (a recipe, the
+CLI and library callers all go through it), so nothing downstream checks again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.masks import check_sparsity
+from ..core.penalty import FORMS
+from ..errors import ConfigError
+
+PENALTIES = ("none", "pof", "l1")
+SCHEDULES = ("cosine", "onecycle", "constant")
+
+
+class Kind:
+    """How a config value is parsed from text (``parse``) and checked (``check``)."""
+
+    def parse(self, text: str) -> Any:
+        return text
+
+    def check(self, name: str, value: Any) -> Any:
+        return value
+
+
+class Str(Kind):
+    def __init__(self, choices: Sequence[str] = (), optional: bool = False,
+                 pattern: str | None = None, what: str = "") -> None:
+        self.choices, self.optional, self.pattern, self.what = tuple(choices), optional, \
+            pattern, what
+
+    def check(self, name: str, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+        return value
+
+
+class Number(Kind):
+    """A finite int or float in ``[lo, hi]`` (``lo_open``: ``lo`` itself excluded)."""
+
+    def __init__(self, integer: bool = False, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False, optional: bool = False) -> None:
+        self.integer, self.lo, self.hi = integer, lo, hi
+        self.lo_open, self.hi_open, self.optional = lo_open, hi_open, optional
+
+    def parse(self, text: str) -> Any:
+        if self.optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            return int(text) if self.integer else float(text)
+        except ValueError:
+            kind = "a whole number" if self.integer else "a number"
+            raise ConfigError(f"expected {kind}, got {text!r}") from None
+
+    def _range(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return " and ".join(x for x in (lo, hi) if x)
+
+    def check(self, name: str, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
+        kind = "a whole number" if self.integer else "a number"
+        ok = isinstance(value, int) if self.integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok or not math.isfinite(value):
+            raise ConfigError(f"{name} must be {kind} {self._range()}, got {value!r}".strip())
+        lo_bad = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+        hi_bad = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+        if lo_bad or hi_bad:
+            raise ConfigError(f"{name} must be {self._range()}, got {value!r}")
+        return value if self.integer else float(value)
+
+
+class Bool(Kind):
+    def __init__(self, optional: bool = False) -> None:
+        self.optional = optional
+
+    def parse(self, text: str) -> Any:
+        t = text.lower()
+        if self.optional and t in ("none", "auto", "null"):
+            return None
+        if t in ("1", "true", "yes", "on"):
+            return True
+        if t in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected true/false, got {text!r}")
+
+    def check(self, name: str, value: Any) -> Any:
+        if (value is None and self.optional) or isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+class StrList(Kind):
+    def parse(self, text: str) -> Any:
+        return [x for x in text.split(",") if x]
+
+    def check(self, name: str, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+        return list(value)
+
+
+class Sparsity(Kind):
+    def parse(self, text: str) -> Any:
+        return Number().parse(text)
+
+    def check(self, name: str, value: Any) -> Any:
+        return check_sparsity(value)
+
+
+class Mapping(Kind):
+    def check(self, name: str, value: Any) -> Any:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{name} must be a mapping of keyword: value, got {value!r}")
+        return dict(value)
+
+
+class Model(Kind):
+    def check(self, name: str, value: Any) -> Any:
+        from ..models import list_models
+
+        Str().check(name, value)
+        if value not in list_models():
+            raise ConfigError(f"unknown model {value!r}; available: {', '.join(list_models())}")
+        return value
+
+
+def _f(default: Any, kind: Kind, help: str) -> Any:  # noqa: A002 - argparse's word
+    factory: Callable[[], Any] | None = None
+    if isinstance(default, list | dict):
+        factory, value = (lambda d=default: type(d)(d)), dataclasses.MISSING
+    else:
+        value = default
+    meta = {"kind": kind, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=value, metadata=meta)
+
+
+DEVICE = r"auto|cpu|cuda(:\d+)?|mps"
+_POS = Number(lo=0, lo_open=True)
+_NONNEG = Number(lo=0)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; written to ``config.yaml`` in the run folder."""
+
+    model: str = _f("resnet20", Model(), "registered model name (see pof.list_models())")
+    data: str = _f("digits", Str(), "digits, an ImageFolder dir or .tar.gz, a CIFAR pickle "
+                   "dir, or an IDX dir")
+    out: str = _f("runs/train", Str(), "run folder (config, metrics, checkpoints, report)")
+    model_kwargs: dict = _f({}, Mapping(), "keyword arguments of the model constructor")
+    init: str | None = _f(None, Str(optional=True), "start from these weights: a pof "
+                          "checkpoint, .safetensors or .pt/.pth state_dict")
+    epochs: float = _f(10.0, _POS, "training length in epochs (fractions allowed)")
+    batch_size: int = _f(128, Number(integer=True, lo=1), "global batch size (split over DDP "
+                         "ranks)")
+    lr: float = _f(0.1, _POS, "peak learning rate")
+    momentum: float = _f(0.9, Number(lo=0, hi=1, hi_open=True), "SGD momentum")
+    nesterov: bool = _f(True, Bool(), "Nesterov momentum (when momentum > 0)")
+    weight_decay: float = _f(5e-4, _NONNEG, "SGD weight decay")
+    schedule: str = _f("cosine", Str(SCHEDULES), "learning-rate schedule: cosine, onecycle "
+                       "or constant")
+    warmup_epochs: float = _f(0.0, _NONNEG, "linear learning-rate warm-up (onecycle: the "
+                              "rise to the peak; default 30%% of the run)")
+    label_smoothing: float = _f(0.0, Number(lo=0, hi=1, hi_open=True), "cross-entropy label "
+                                "smoothing, in [0, 1)")
+    penalty: str = _f("none", Str(PENALTIES), "none (standard), pof (sphere + pruning "
+                      "penalty) or l1")
+    sparsity: float = _f(0.5, Sparsity(), "pof penalty's target sparsity, a fraction in "
+                         "[0, 1)")
+    penalty_weight: float = _f(1.0, _NONNEG, "multiplier of the pof penalty")
+    penalty_warmup: float = _f(0.0, _NONNEG, "epochs over which the penalty weight ramps up "
+                               "from 0")
+    penalty_scope: str = _f("layer", Str(("layer", "global")), "layer or global")
+    penalty_refresh: int = _f(50, Number(integer=True, lo=1), "re-select the to-be-pruned "
+                              "weights every this many steps")
+    penalty_beta: float = _f(0.1, _NONNEG, "weight of the margin term that keeps kept "
+                             "weights away from zero")
+    penalty_form: str = _f("energy", Str(FORMS), "energy (pruned-energy fraction) or sine "
+                           "(its square root, for high sparsity)")
+    l1_weight: float = _f(1e-5, _NONNEG, "L1 regularisation weight (penalty l1)")
+    sphere: bool | None = _f(None, Bool(optional=True), "put weights on the unit sphere "
+                             "(default: on for penalty pof)")
+    cosine: bool = _f(False, Bool(), "cosine layers: also normalise each receptive field of "
+                      "the input")
+    exclude: list[str] = _f([], StrList(), "comma-separated layer-name patterns pof leaves "
+                            "alone")
+    seed: int = _f(0, Number(integer=True, lo=0), "random seed (weights, data order, "
+                   "augmentation)")
+    ckpt_every: int = _f(500, Number(integer=True, lo=1), "write last.safetensors every "
+                         "this many steps (and at each epoch end)")
+    amp: bool = _f(True, Bool(), "bfloat16 autocast on GPU")
+    channels_last: bool = _f(True, Bool(), "channels-last memory format (faster "
+                             "convolutions)")
+    workers: int = _f(4, Number(integer=True, lo=0), "data-loader worker processes "
+                      "(streaming data sets only)")
+    tensorboard: bool = _f(False, Bool(), "also log to OUT/tb (needs the tensorboard "
+                           "package)")
+    progress: bool = _f(True, Bool(), "show progress bars and per-epoch lines")
+    max_steps: int | None = _f(None, Number(integer=True, lo=1, optional=True), "stop after "
+                               "this many steps in total (writes a checkpoint)")
+    device: str = _f("auto", Str(pattern=DEVICE, what="auto, cpu, cuda, cuda:N or mps"),
+                     "auto, cpu, cuda, cuda:N or mps")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, f.metadata["kind"].check(f.name, getattr(self, f.name)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A config from plain values; unknown keys are an error naming ``source``."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: a config must be a mapping of key: value")
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d) - names)
+        if bad:
+            raise ConfigError(f"{source}: unknown config key(s): {', '.join(map(str, bad))} "
+                              f"(known: {', '.join(sorted(names))})")
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a recipe; YAML errors and bad values are one-line :class:`ConfigError`\\ s."""
+        import yaml
+
+        p = Path(path)
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+        return cls.from_dict(d, str(p))
+
+
+def field_kind(name: str) -> Kind:
+    """The :class:`Kind` of config field ``name``."""
+    return next(f.metadata["kind"] for f in dataclasses.fields(TrainConfig) if f.name == name)

@@ -1,0 +1,325 @@
+"""One training loop for every arm: standard, L1, pof (sphere + penalty), fine-tuning.
+
+Single process or DDP under ``torchrun``. Everything that can be checked (config, data,
+model, the output folder, class counts, that the model takes the data) is checked before
+anything is written; a start that fails leaves the output folder as it was. Each run
+writes to its own folder: ``config.yaml``, ``metrics.jsonl``, ``last.safetensors`` (every
+``ckpt_every`` steps and at each epoch end, atomically), ``final.safetensors`` and
+``report.md``. ``resume=True`` continues from ``last.safetensors`` exactly: same weights,
+optimizer, schedule, RNG, data order, penalty masks and epoch statistics as an
+uninterrupted run; with no checkpoint there yet it starts fresh and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from tqdm import tqdm
+
+from ..core.penalty import L1Penalty, PrunePenalty
+from ..data import ArrayDataset, load_dataset, make_loader
+from ..errors import ConfigError, DataError, one_line
+from .build import build_model
+from .checkpoint import load_checkpoint, load_model_state, optimizer_state, save_checkpoint, split
+from .config import TrainConfig
+from .distributed import setup
+from .evaluate import evaluate, held_out_split
+from .report import write_report
+from .run_dir import (
+    Created,
+    append_metrics,
+    check_out_dir,
+    read_metrics,
+    write_config,
+    write_metrics,
+)
+from .schedule import make_scheduler
+
+# a resumed run must agree with the checkpoint on these (anything else may change)
+RESUME_KEYS = ("model", "model_kwargs", "data", "seed", "epochs", "batch_size", "penalty",
+               "sparsity")
+
+
+class Trainer:
+    """One training run: set up and checked in ``__init__``, trained by :meth:`run`."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False,
+                 on_epoch: Callable[[dict], None] | None = None) -> None:
+        self.cfg, self.on_epoch = cfg, on_epoch
+        self.proc = setup(cfg.device)
+        self.device, self.main = self.proc.device, self.proc.main
+        self.out = check_out_dir(cfg.out)
+        torch.manual_seed(cfg.seed)
+        show = cfg.progress and self.main
+        self.train_ds = load_dataset(cfg.data, "train", progress=show)
+        self.test_ds = held_out_split(cfg.data, show)
+        spec = self.train_ds.spec
+        _check_classes(cfg.data, spec.num_classes, self.test_ds.spec.num_classes)
+        self.model, self.arch = build_model(cfg, spec.num_classes, self.log)
+        self.model.to(self.device)
+        if isinstance(self.train_ds, ArrayDataset) and self.device.type == "cuda":
+            self.train_ds.to(self.device)  # small data sets live on the GPU
+            self.test_ds.to(self.device)
+        self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.fmt)
+        _check_fits(self.model, self.test_ds, cfg, self.device)
+        self.penalty = self._make_penalty()
+        if self.penalty is not None:
+            self.penalty.to(self.device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   nesterov=cfg.nesterov and cfg.momentum > 0,
+                                   weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = len(self._loader(0))
+        self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
+        self.sched = make_scheduler(self.opt, cfg, self.total, self.steps_per_epoch)
+        self.step = 0
+        self.sums = _zero_sums()
+        self.metrics: list[dict] = []
+        self.resumed = resume and self._resume()
+        self.ddp = self.model
+        if self.proc.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.tb = None
+
+    def log(self, msg: str) -> None:
+        if self.main:
+            print(msg)
+
+    def _make_penalty(self) -> nn.Module | None:
+        cfg = self.cfg
+        if cfg.penalty == "pof":
+            return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
+                                beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
+                                form=cfg.penalty_form)
+        if cfg.penalty == "l1":
+            return L1Penalty(self.model, cfg.l1_weight)
+        return None
+
+    def _loader(self, epoch: int):
+        world = self.proc.world
+        return make_loader(self.train_ds, self.cfg.batch_size // world, train=True,
+                           seed=self.cfg.seed, epoch=epoch,
+                           distributed=(self.proc.rank, world) if world > 1 else None,
+                           num_workers=self.cfg.workers)
+
+    # -- checkpoints
+    def meta(self) -> dict[str, Any]:
+        spec = self.train_ds.spec
+        return {"arch": self.arch, "step": self.step, "epoch": self.step / self.steps_per_epoch,
+                "data": {"source": self.cfg.data, "mean": list(spec.mean), "std": list(spec.std),
+                         "image_size": list(spec.image_size), "classes": list(spec.classes)},
+                "config": dataclasses.asdict(self.cfg), "schedule": self.sched.state_dict(),
+                "epoch_sums": self.sums, "penalty_calls": getattr(self.penalty, "calls", 0)}
+
+    def save(self, name: str = "last.safetensors") -> None:
+        if not self.main:
+            return
+        extra = {"rng.torch": torch.get_rng_state()}
+        if isinstance(self.penalty, PrunePenalty):
+            extra.update({f"penalty.{k}": v for k, v in self.penalty.state_dict().items()})
+        save_checkpoint(self.out / name, self.model, self.meta(), self.opt, extra)
+
+    def _resume(self) -> bool:
+        """Continue from ``last.safetensors``; False (and a note) when there is none yet."""
+        path = self.out / "last.safetensors"
+        if not path.is_file():
+            self.log(f"pof: nothing to resume in {self.out} yet; starting a fresh run")
+            return False
+        tensors, meta = load_checkpoint(path)
+        old = meta.get("config") or {}
+        new = dataclasses.asdict(self.cfg)
+        changed = [k for k in RESUME_KEYS if k in old and old[k] != new[k]]
+        if changed:
+            k = changed[0]
+            raise ConfigError(f"cannot resume {path}: {k} was {old[k]!r}, now {new[k]!r} "
+                              "(use another --out for a new run)")
+        load_model_state(self.model, split(tensors, "model"), str(path))
+        self.opt.load_state_dict(optimizer_state(tensors, meta))
+        if "schedule" in meta:
+            self.sched.load_state_dict(meta["schedule"])
+        self.step = int(meta["step"])
+        self.sums = {**_zero_sums(), **meta.get("epoch_sums", {})}
+        extra = split(tensors, "extra")
+        torch.set_rng_state(extra["rng.torch"])
+        if isinstance(self.penalty, PrunePenalty):
+            masks = [extra[f"penalty.mask_{i}"] for i in range(len(self.penalty.names))
+                     if f"penalty.mask_{i}" in extra]
+            if masks:
+                self.penalty.load_masks(masks)
+            self.penalty.calls = int(meta.get("penalty_calls", 0))
+        if self.main:
+            self.metrics = read_metrics(self.out / "metrics.jsonl", self.step, self.log)
+            self.log(f"pof: resumed {path} at step {self.step}")
+        return True
+
+    # -- the run
+    def _start(self) -> None:
+        """Write the run folder's first files; undo them all if that fails."""
+        if not self.main:
+            return
+        created = Created(self.out)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            created.files = [self.out / "config.yaml", self.out / "metrics.jsonl"]
+            write_metrics(self.out / "metrics.jsonl", self.metrics)
+            write_config(self.out, dataclasses.asdict(self.cfg))
+            self.tb = self._tensorboard()
+        except BaseException:
+            if not self.resumed:
+                created.undo()
+            raise
+
+    def _tensorboard(self):
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.log("pof: tensorboard is not installed (pip install tensorboard); not logging")
+            return None
+        return SummaryWriter(str(self.out / "tb"))
+
+    def penalty_scale(self) -> float:
+        warm = self.cfg.penalty_warmup * self.steps_per_epoch
+        return 1.0 if warm <= 0 else min(1.0, self.step / warm)
+
+    def train_epoch(self, epoch: int) -> bool:
+        """Train until the epoch ends (True) or ``max_steps`` is reached (False)."""
+        cfg, model, sums = self.cfg, self.ddp, self.sums
+        model.train()
+        skip = self.step - epoch * self.steps_per_epoch
+        amp = cfg.amp and self.device.type == "cuda"
+        bar = tqdm(total=self.steps_per_epoch, initial=skip, disable=not (cfg.progress and
+                   self.main), desc=f"epoch {epoch + 1}/{math.ceil(cfg.epochs)}", leave=False)
+        with bar:
+            for i, (x, y) in enumerate(self._loader(epoch)):
+                if i < skip:
+                    continue  # resuming mid-epoch: same batches, same augmentation
+                if self.step >= self.total:
+                    break
+                x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+                y = y.to(self.device, non_blocking=True)
+                self.opt.zero_grad(set_to_none=True)
+                with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                    out = model(x)
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                    pen = (self.penalty() * self.penalty_scale() if self.penalty is not None
+                           else None)
+                    total = loss if pen is None else loss + pen
+                total.backward()
+                self.lr = self.opt.param_groups[0]["lr"]
+                self.opt.step()
+                self.sched.step()
+                self.step += 1
+                sums["loss"] += loss.item() * len(y)
+                sums["penalty"] += (pen.item() if pen is not None else 0.0) * len(y)
+                sums["correct"] += (out.argmax(1) == y).sum().item()
+                sums["n"] += len(y)
+                bar.update(1)
+                n = sums["n"]
+                bar.set_postfix({"loss": f"{sums['loss'] / n:.3f}",
+                                 "acc": f"{sums['correct'] / n:.3f}"})
+                if self.step % cfg.ckpt_every == 0:
+                    self.save()
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    self.save()
+                    return False
+        return True
+
+    def _end_epoch(self, epoch: int, t0: float) -> None:
+        n = max(self.sums["n"], 1)
+        rec = {"epoch": epoch, "step": self.step, "train_loss": self.sums["loss"] / n,
+               "train_penalty": self.sums["penalty"] / n,
+               "train_acc": self.sums["correct"] / n,
+               **{f"test_{k}": v for k, v in self._test().items()},
+               "lr": self.lr, "time_s": round(time.time() - t0, 1)}
+        if isinstance(self.penalty, PrunePenalty):
+            rec["pruned_energy"] = self.penalty.pruned_energy().item()
+        self.metrics.append(rec)
+        append_metrics(self.out / "metrics.jsonl", rec)
+        if self.tb is not None:
+            for k, v in rec.items():
+                self.tb.add_scalar(k, v, self.step)
+        if self.cfg.progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in rec.items()))
+        if self.on_epoch is not None:
+            self.on_epoch(rec)
+
+    def run(self) -> Path:
+        """Train to the end (or ``max_steps``); return the run folder."""
+        self._start()
+        t0 = time.time()
+        self.lr = self.opt.param_groups[0]["lr"]
+        epoch = self.step // self.steps_per_epoch
+        try:
+            while epoch < math.ceil(self.cfg.epochs) and self.step < self.total:
+                if not self.train_epoch(epoch):
+                    return self.out  # max_steps reached
+                epoch += 1
+                if self.main:
+                    self._end_epoch(epoch, t0)
+                self.sums = _zero_sums()
+                self.save()
+                self.proc.barrier()
+            if self.main:
+                self.save("final.safetensors")
+                write_report(self.out / "report.md", self.cfg, self.step, self.metrics,
+                             self.model)
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+            self.proc.finish()
+        return self.out
+
+    def _test(self) -> dict[str, float]:
+        loader = make_loader(self.test_ds, 256, train=False, num_workers=self.cfg.workers)
+        return evaluate(self.model, loader, self.device)
+
+
+def _zero_sums() -> dict[str, float]:
+    return {"loss": 0.0, "penalty": 0.0, "correct": 0, "n": 0}
+
+
+def _check_classes(data: str, train_classes: int, test_classes: int) -> None:
+    if train_classes < 2:
+        raise DataError(f"{data}: the training split has {train_classes} class; a classifier "
+                        "needs at least 2")
+    if test_classes != train_classes:
+        raise DataError(f"{data}: the training split has {train_classes} classes but the "
+                        f"held-out split has {test_classes}")
+
+
+@torch.no_grad()
+def _check_fits(model: nn.Module, ds, cfg: TrainConfig, device: torch.device) -> None:
+    """One forward pass of two held-out images: a model that cannot take the data (e.g.
+    3-channel weights on 1-channel images) is a one-line DataError before any work."""
+    x, _ = next(iter(make_loader(ds, 2, train=False)))
+    was = model.training
+    model.eval()
+    try:
+        model(x.to(device))
+    except RuntimeError as e:
+        raise DataError(f"{cfg.model} does not take {cfg.data}'s images "
+                        f"{tuple(ds.spec.image_size)}: {one_line(e)[:200]}") from None
+    finally:
+        model.train(was)
+
+
+def train(cfg: TrainConfig, resume: bool = False,
+          on_epoch: Callable[[dict], None] | None = None) -> Path:
+    """Train as ``cfg`` says (resuming from ``cfg.out`` if asked); return the run folder.
+
+    ``on_epoch`` is called on the main process with each epoch's metrics record.
+    """
+    return Trainer(cfg, resume, on_epoch).run()

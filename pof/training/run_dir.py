@@ -1,0 +1,99 @@
+"""A run's folder: checked before any work, written only once the run has started, and
+left as it was when the start fails. Holds ``config.yaml`` and ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import PofError
+from ..fileio import write_text
+
+
+def check_out_dir(out: str | os.PathLike, what: str = "--out") -> Path:
+    """``out`` as a Path if it is (or can be made) a writable folder; else a PofError.
+
+    Nothing is created: the nearest existing ancestor must be a writable folder.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise PofError(f"{what} {path} is an existing file, not a folder")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PofError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PofError(f"{what} {path}: folder {probe} is not writable")
+    return path
+
+
+def check_out_file(out: str | os.PathLike, what: str = "--out") -> Path:
+    """``out`` as a Path if a file can be written there (not a folder, folder writable)."""
+    path = Path(out)
+    if path.is_dir():
+        raise PofError(f"{what} {path} is a folder; give a file name (e.g. model.safetensors)")
+    check_out_dir(path.parent, what)
+    return path
+
+
+class Created:
+    """Remember what did not exist yet, to remove it if the start fails."""
+
+    def __init__(self, folder: Path) -> None:
+        self.first_new = next((p for p in [*reversed(folder.parents), folder]
+                               if not p.exists()), None)
+        self.files: list[Path] = []
+
+    def undo(self) -> None:
+        for f in self.files:
+            f.unlink(missing_ok=True)
+        if self.first_new is not None:
+            shutil.rmtree(self.first_new, ignore_errors=True)
+
+
+def write_config(folder: Path, config: dict[str, Any]) -> Path:
+    """``config.yaml`` (atomic)."""
+    import yaml
+
+    return write_text(folder / "config.yaml", yaml.safe_dump(config))
+
+
+def read_metrics(path: Path, up_to_step: int, log=print) -> list[dict]:
+    """Records of ``metrics.jsonl`` up to ``up_to_step``; a torn last line (a kill during
+    the write) is dropped and said so, any other damage names the file."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+                raise ValueError("not a metrics record")
+        except ValueError:
+            if i == len(lines) - 1:
+                log(f"pof: {path}: dropped a torn last line (the run was killed mid-write)")
+                continue
+            raise PofError(f"{path}: line {i + 1} is not a metrics record; fix or remove "
+                           "the file") from None
+        out.append(rec)
+    return [r for r in out if r["step"] <= up_to_step]
+
+
+def write_metrics(path: Path, records: list[dict]) -> None:
+    """Rewrite ``metrics.jsonl`` with ``records`` (atomic)."""
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    """Append one record to ``metrics.jsonl``."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
