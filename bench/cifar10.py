@@ -383,9 +383,8 @@ def ft_target(rows: list[dict], plan: ModelPlan, s: float) -> str:
 
 def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str]:
     plans = {p.model: p for p in PROFILES[profile]}
-    from pof.training.checkpoint import model_from_checkpoint
-
     from pof.report import plot_sweep, plot_weight_histograms
+    from pof.training.checkpoint import model_from_checkpoint
 
     made = []
     for model in dict.fromkeys(r["model"] for r in rows):

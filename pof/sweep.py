@@ -68,7 +68,8 @@ def sweep(
     runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]
     modes = {m: m.training for m in model.modules()}
     rows: list[dict] = []
-    with tqdm(runs, desc=f"sweep {label}".strip(), disable=not progress, leave=False) as bar:
+    with tqdm(runs, desc=f"sweep {label}".strip(), disable=None if progress else True,
+              leave=False) as bar:
         for s, r in bar:
             bar.set_postfix_str(f"{r} {100 * s:g}%")
             keep_bn = preserved_bn_stats(model) if recalibrate else nullcontext()

@@ -60,6 +60,8 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, penalty):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [r["step"] for r in _metrics(resumed)] == [r["step"] for r in _metrics(full)]
+    for a, b in zip(_metrics(resumed), _metrics(full), strict=True):  # over the whole epoch
+        assert (a["train_loss"], a["train_acc"]) == (b["train_loss"], b["train_acc"])
 
 
 def test_resume_without_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):

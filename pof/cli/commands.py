@@ -162,12 +162,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from ..fileio import write_text
     from ..report import markdown_table, plot_sweep, plot_weight_histograms, write_json
     from ..sweep import sweep
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+    from ..training.checkpoint import model_from_checkpoint, read_meta
     from ..training.run_dir import check_out_dir
 
     out = check_out_dir(args.out)
     for ckpt in args.checkpoints:  # every input checked before the first evaluation
-        _data_source(args, load_checkpoint(ckpt)[1], ckpt)
+        _data_source(args, read_meta(ckpt), ckpt)
     rows, models = [], {}
     for ckpt in args.checkpoints:
         model, meta = model_from_checkpoint(ckpt)

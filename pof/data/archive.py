@@ -59,7 +59,7 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
     try:
         with tarfile.open(archive, "r:*") as tar:
             for m in tqdm(tar, desc=f"reading {archive.name}", unit="file",
-                          disable=not progress, leave=False):
+                          disable=None if progress else True, leave=False):
                 parts = [p for p in m.name.split("/") if p not in ("", ".")]
                 if not parts or any(p.startswith(".") for p in parts):
                     continue
@@ -153,7 +153,7 @@ def _extract(archive: Path, dest: Path, progress: bool) -> Path:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for m in tqdm(tar, desc=f"extracting {archive.name}", unit="file",
-                          disable=not progress, leave=False):
+                          disable=None if progress else True, leave=False):
                 if not kw and (m.name.startswith("/") or ".." in Path(m.name).parts
                                or not (m.isfile() or m.isdir())):
                     continue

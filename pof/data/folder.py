@@ -136,7 +136,7 @@ def _decode_all(items: Sequence[tuple[str, str | bytes]], mode: str, size: tuple
     chunk = 1024
     starts = range(0, len(items), chunk)
     procs = _n_procs()
-    with tqdm(total=len(items), desc=desc, unit="img", disable=not progress,
+    with tqdm(total=len(items), desc=desc, unit="img", disable=None if progress else True,
               leave=False) as bar:
         if len(items) < _PARALLEL_MIN or procs < 2:
             for a in starts:
@@ -179,8 +179,8 @@ def _check_headers(samples: list[tuple[str, int]], marker: Path, progress: bool)
     paths = [p for p, _ in samples]
     with ThreadPoolExecutor(16) as pool:
         oks = list(tqdm(pool.map(_header_ok, paths, chunksize=256), total=len(paths),
-                        desc="checking image headers", unit="img", disable=not progress,
-                        leave=False))
+                        desc="checking image headers", unit="img",
+                        disable=None if progress else True, leave=False))
     for p, ok in zip(paths, oks, strict=True):
         if not ok:
             raise DataError(f"corrupt image file {p}: not a recognised image header")

@@ -135,7 +135,7 @@ def save_checkpoint(
 def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
     """(safetensors header metadata, tensors) of ``path``."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
@@ -165,16 +165,31 @@ def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read and verify a checkpoint: ``(tensors, metadata)``. Raises CheckpointError."""
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's metadata alone (no tensors read, no hash checked)."""
     path = Path(path)
-    header, tensors = _read(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                              ) from None
     if "pof" not in header:
         raise CheckpointError(f"{path}: a safetensors file without pof metadata")
     try:
-        meta = _check_meta(path, json.loads(header["pof"]))
+        return _check_meta(path, json.loads(header["pof"]))
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: corrupt metadata") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read and verify a checkpoint: ``(tensors, metadata)``. Raises CheckpointError."""
+    path = Path(path)
+    meta = read_meta(path)
+    tensors = _read(path)[1]
     if meta.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{path}: content hash mismatch (file corrupt)")
     try:

@@ -21,7 +21,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]],
     n = correct1 = correct5 = 0
     loss = 0.0
     with parametrize.cached():
-        for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        for x, y in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x).float()
             loss += F.cross_entropy(out, y, reduction="sum").item()

@@ -29,7 +29,14 @@ from ..core.penalty import L1Penalty, PrunePenalty
 from ..data import ArrayDataset, load_dataset, make_loader
 from ..errors import ConfigError, DataError, one_line
 from .build import build_model
-from .checkpoint import load_checkpoint, load_model_state, optimizer_state, save_checkpoint, split
+from .checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    optimizer_state,
+    read_meta,
+    save_checkpoint,
+    split,
+)
 from .config import TrainConfig
 from .distributed import setup
 from .evaluate import evaluate, held_out_split
@@ -58,6 +65,8 @@ class Trainer:
         self.proc = setup(cfg.device)
         self.device, self.main = self.proc.device, self.proc.main
         self.out = check_out_dir(cfg.out)
+        if resume:
+            _check_resumable(self.out / "last.safetensors", cfg)
         torch.manual_seed(cfg.seed)
         show = cfg.progress and self.main
         self.train_ds = load_dataset(cfg.data, "train", progress=show)
@@ -136,13 +145,6 @@ class Trainer:
             self.log(f"pof: nothing to resume in {self.out} yet; starting a fresh run")
             return False
         tensors, meta = load_checkpoint(path)
-        old = meta.get("config") or {}
-        new = dataclasses.asdict(self.cfg)
-        changed = [k for k in RESUME_KEYS if k in old and old[k] != new[k]]
-        if changed:
-            k = changed[0]
-            raise ConfigError(f"cannot resume {path}: {k} was {old[k]!r}, now {new[k]!r} "
-                              "(use another --out for a new run)")
         load_model_state(self.model, split(tensors, "model"), str(path))
         self.opt.load_state_dict(optimizer_state(tensors, meta))
         if "schedule" in meta:
@@ -199,8 +201,9 @@ class Trainer:
         model.train()
         skip = self.step - epoch * self.steps_per_epoch
         amp = cfg.amp and self.device.type == "cuda"
-        bar = tqdm(total=self.steps_per_epoch, initial=skip, disable=not (cfg.progress and
-                   self.main), desc=f"epoch {epoch + 1}/{math.ceil(cfg.epochs)}", leave=False)
+        bar = tqdm(total=self.steps_per_epoch, initial=skip, leave=False,
+                   disable=None if cfg.progress and self.main else True,  # None: TTYs only
+                   desc=f"epoch {epoch + 1}/{math.ceil(cfg.epochs)}")
         with bar:
             for i, (x, y) in enumerate(self._loader(epoch)):
                 if i < skip:
@@ -285,6 +288,19 @@ class Trainer:
     def _test(self) -> dict[str, float]:
         loader = make_loader(self.test_ds, 256, train=False, num_workers=self.cfg.workers)
         return evaluate(self.model, loader, self.device)
+
+
+def _check_resumable(path: Path, cfg: TrainConfig) -> None:
+    """A checkpoint to resume must come from the same run: same model, data, seed, length."""
+    if not path.is_file():
+        return
+    old = read_meta(path).get("config") or {}
+    new = dataclasses.asdict(cfg)
+    changed = [k for k in RESUME_KEYS if k in old and old[k] != new[k]]
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"cannot resume {path}: {k} was {old[k]!r}, now {new[k]!r} "
+                          "(use another --out for a new run)")
 
 
 def _zero_sums() -> dict[str, float]:
