@@ -49,7 +49,8 @@ def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0) -
     print(f"pof demo: small CNN on scikit-learn digits, {configs['pof'].epochs:g} epochs per "
           f"arm, pof target sparsity {TARGET:g}, seed {seed}")
     epochs = int(configs["pof"].epochs)
-    with tqdm(total=epochs * len(configs), desc="training", unit="epoch") as bar:
+    with tqdm(total=epochs * len(configs), desc="training", unit="epoch",
+              disable=None) as bar:  # None: bars on terminals only
         for name, cfg in configs.items():
             t = time.time()
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from .core.selection import PRUNABLE
 from .errors import PofError
-from .fileio import write_text
+from .fileio import atomic_path, write_text
 
 _STYLE = {"mean": "-", "zero": "--"}
 
@@ -75,9 +75,8 @@ def _pyplot():
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
 def plot_sweep(

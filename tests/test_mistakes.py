@@ -378,3 +378,45 @@ def test_resume_recovers_from_a_torn_metrics_line(tmp_path, capsys):
     assert "torn last line" in out and str(run / "metrics.jsonl") in out
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1]
+
+
+FULL_DISK = [
+    ("train", [*TRAIN, "--out", "{out}/r"]),
+    ("prune", ["prune", "{ok}", "--sparsity", "0.5", "--out", "{out}/p"]),
+    ("export", ["export", "{pruned}", "--out", "{out}/x.safetensors"]),
+    ("sweep", ["sweep", "{ok}", "--sparsities", "0.5", "--recover", "mean", "--out",
+               "{out}/s"]),
+    ("finetune", ["finetune", "{pruned}", "--epochs", "1", "--out", "{out}/f"]),
+    ("demo", ["demo", "--quick", "--out", "{out}/d"]),
+]
+
+
+@pytest.mark.parametrize("argv", [c[1] for c in FULL_DISK], ids=[c[0] for c in FULL_DISK])
+def test_full_disk_is_one_line_and_leaves_nothing(fx, tmp_path, monkeypatch, capsys, argv):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    monkeypatch.setattr(os, "fsync", full)  # every atomic write fails at its end
+    code = main([a.format(out=out, **fx) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert _tree(out) == set()
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pof", "train", "--data", "digits",
+                             "--out", str(tmp_path / "r")], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # importing torch and the data: start-up
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not (tmp_path / "r").exists()

@@ -112,7 +112,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from ..core.sparsity import sparsity_report
     from ..fileio import write_text
     from ..training.checkpoint import model_from_checkpoint, save_checkpoint
-    from ..training.run_dir import check_out_dir
+    from ..training.run_dir import check_out_dir, outputs
 
     out = check_out_dir(args.out)
     model, meta = model_from_checkpoint(args.checkpoint)
@@ -133,8 +133,9 @@ def cmd_prune(args: argparse.Namespace) -> None:
     meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
                       "recover": args.recover, "source": str(args.checkpoint),
                       "bn_recal_batches": args.bn_recal}
-    path = save_checkpoint(out / "pruned.safetensors", model, meta)
-    write_text(out / "sparsity.txt", str(report) + "\n")
+    with outputs(out, "pruned.safetensors", "sparsity.txt"):
+        path = save_checkpoint(out / "pruned.safetensors", model, meta)
+        write_text(out / "sparsity.txt", str(report) + "\n")
     print(f"wrote {path}")
 
 
@@ -142,7 +143,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from ..core.fold import remove
     from ..core.prune import pruned_layers
     from ..training.checkpoint import model_from_checkpoint, save_checkpoint
-    from ..training.run_dir import check_out_file
+    from ..training.run_dir import check_out_file, outputs
 
     out = check_out_file(args.out)
     src = Path(args.checkpoint)
@@ -151,7 +152,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise PofError(f"{src} is not pruned; run `pof prune` first")
     remove(model)
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config", "pruned")}
-    out = save_checkpoint(out, model, meta, compact=True)
+    with outputs(out.parent, out.name):
+        out = save_checkpoint(out, model, meta, compact=True)
     size = out.stat().st_size
     dense_size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     print(f"wrote {out}: {size / 1e6:.2f} MB ({100 * size / dense_size:.0f}% of the "
@@ -163,7 +165,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from ..report import markdown_table, plot_sweep, plot_weight_histograms, write_json
     from ..sweep import sweep
     from ..training.checkpoint import model_from_checkpoint, read_meta
-    from ..training.run_dir import check_out_dir
+    from ..training.run_dir import check_out_dir, outputs
 
     out = check_out_dir(args.out)
     for ckpt in args.checkpoints:  # every input checked before the first evaluation
@@ -180,10 +182,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         models[label] = model
     table = markdown_table(rows)
     print(table)
-    write_text(out / "sweep.md", table + "\n")
-    write_json(rows, out / "sweep.json")
-    plot_sweep(rows, out / "sweep.png")
-    plot_weight_histograms(models, out / "weights.png")
+    with outputs(out, "sweep.md", "sweep.json", "sweep.png", "weights.png"):
+        write_text(out / "sweep.md", table + "\n")
+        write_json(rows, out / "sweep.json")
+        plot_sweep(rows, out / "sweep.png")
+        plot_weight_histograms(models, out / "weights.png")
     print(f"wrote {out / 'sweep.md'}, sweep.json, sweep.png, weights.png")
 
 
@@ -209,6 +212,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from ..demo import run_demo
-    from ..training.run_dir import check_out_dir
+    from ..training.run_dir import check_out_dir, outputs
 
-    run_demo(out=check_out_dir(args.out), quick=args.quick, seed=args.seed)
+    with outputs(check_out_dir(args.out)) as out:
+        run_demo(out=out, quick=args.quick, seed=args.seed)

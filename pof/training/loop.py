@@ -42,9 +42,9 @@ from .distributed import setup
 from .evaluate import evaluate, held_out_split
 from .report import write_report
 from .run_dir import (
-    Created,
     append_metrics,
     check_out_dir,
+    outputs,
     read_metrics,
     write_config,
     write_metrics,
@@ -169,17 +169,12 @@ class Trainer:
         """Write the run folder's first files; undo them all if that fails."""
         if not self.main:
             return
-        created = Created(self.out)
-        try:
+        names = () if self.resumed else ("config.yaml", "metrics.jsonl")
+        with outputs(self.out, *names):
             self.out.mkdir(parents=True, exist_ok=True)
-            created.files = [self.out / "config.yaml", self.out / "metrics.jsonl"]
             write_metrics(self.out / "metrics.jsonl", self.metrics)
             write_config(self.out, dataclasses.asdict(self.cfg))
             self.tb = self._tensorboard()
-        except BaseException:
-            if not self.resumed:
-                created.undo()
-            raise
 
     def _tensorboard(self):
         if not self.cfg.tensorboard:

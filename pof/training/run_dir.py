@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +45,31 @@ def check_out_file(out: str | os.PathLike, what: str = "--out") -> Path:
 
 
 class Created:
-    """Remember what did not exist yet, to remove it if the start fails."""
+    """Remember what did not exist yet under ``folder`` (the folder itself, or the files
+    ``names`` in it), to remove it again if the work that writes them fails."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, names: tuple[str, ...] = ()) -> None:
         self.first_new = next((p for p in [*reversed(folder.parents), folder]
                                if not p.exists()), None)
-        self.files: list[Path] = []
+        self.files = [folder / n for n in names if not (folder / n).exists()]
 
     def undo(self) -> None:
         for f in self.files:
             f.unlink(missing_ok=True)
         if self.first_new is not None:
             shutil.rmtree(self.first_new, ignore_errors=True)
+
+
+@contextmanager
+def outputs(folder: Path, *names: str) -> Iterator[Path]:
+    """Run the block that writes ``names`` into ``folder``; if it fails, remove what it
+    created (the folder if it was new, else the files that were new)."""
+    created = Created(folder, names)
+    try:
+        yield folder
+    except BaseException:
+        created.undo()
+        raise
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> Path:
