@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -37,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
 SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 
@@ -94,10 +92,38 @@ PROFILES: dict[str, list[ModelPlan]] = {
     ],
 }
 
-def _pof(s: float, weight: float, form: str = "energy") -> list[str]:
-    return ["--penalty", "pof", "--sparsity", str(s), "--penalty-weight", str(weight),
-            "--penalty-warmup", "0.5", "--penalty-refresh", "50", "--penalty-form", form]
+@dataclass(frozen=True)
+class Arm:
+    """One training arm as the config values it sets (``weight=None``: the plan's)."""
 
+    name: str
+    penalty: str = "none"
+    sparsity: float = 0.5
+    form: str = "energy"
+    weight: float | None = None
+    l1_weight: float = 5e-5
+
+    def config(self, plan: ModelPlan) -> dict:
+        """The TrainConfig values this arm sets on top of the plan's."""
+        if self.penalty == "pof":
+            return {"penalty": "pof", "sparsity": self.sparsity, "penalty_form": self.form,
+                    "penalty_weight": float(self.weight or plan.pof_weight),
+                    "penalty_warmup": 0.5, "penalty_refresh": 50}
+        if self.penalty == "l1":
+            return {"penalty": "l1", "l1_weight": self.l1_weight}
+        return {"penalty": "none"}
+
+    def flags(self, plan: ModelPlan) -> list[str]:
+        return [x for k, v in self.config(plan).items()
+                for x in ("--" + k.replace("_", "-"), str(v))]
+
+
+ARMS = {a.name: a for a in [
+    Arm("standard"), Arm("l1", "l1"),
+    Arm("pof70w5", "pof", 0.7, weight=5),  # the first, weaker ResNet-20 setting (tuning note)
+    *(Arm(f"pof{p}{f if f == 'sine' else ''}", "pof", p / 100, f)
+      for p in (50, 70, 90) for f in ("energy", "sine")),
+]}
 
 FT_RECOVER = {"standard": "zero"}  # conventional pruning; pof arms use mean recovery
 
@@ -108,31 +134,31 @@ def plan_dir(root: Path, plan: ModelPlan) -> Path:
     return root / f"{plan.model}{kw}-e{plan.pre_epochs:g}+{plan.arm_epochs:g}"
 
 
-ARM_FLAGS = {
-    "standard": ["--penalty", "none"],
-    "l1": ["--penalty", "l1", "--l1-weight", "5e-5"],
-    "pof70w5": _pof(0.7, 5),  # the first, weaker ResNet-20 setting, kept for the tuning note
-}
-
-
-POF_ARM = re.compile(r"pof(\d\d)(energy|sine)?")
-
-
 def pof_arm(plan: ModelPlan, s: float) -> str:
     """The plan's pof arm for target sparsity ``s`` (``pof70``, or ``pof70sine`` if listed)."""
-    pct = f"{round(100 * s):02d}"
-    return next((a for a in plan.arms if (m := POF_ARM.fullmatch(a)) and m[1] == pct),
-                f"pof{pct}")
+    return next((a for a in plan.arms if ARMS[a].penalty == "pof"
+                 and abs(ARMS[a].sparsity - s) < 1e-9), f"pof{round(100 * s)}")
 
 
 def arm_flags(plan: ModelPlan, arm: str) -> list[str]:
-    """Training flags of ``arm``: ``pofXX`` is pof at target sparsity 0.XX with the plan's
-    weight and the energy form; ``pofXXsine`` uses the sine form."""
-    if arm in ARM_FLAGS:
-        return ARM_FLAGS[arm]
-    if m := POF_ARM.fullmatch(arm):
-        return _pof(int(m[1]) / 100, plan.pof_weight, m[2] or "energy")
-    raise ValueError(f"unknown arm {arm!r}")
+    """Training flags of the arm called ``arm`` (see ``ARMS``)."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
+    return ARMS[arm].flags(plan)
+
+
+def arm_of(config: dict, plan: ModelPlan) -> str:
+    """The name of the arm a run's ``config.yaml`` describes (``-scratch``: no init)."""
+    for arm in ARMS.values():
+        if all(config.get(k) == v for k, v in arm.config(plan).items()):
+            return arm.name + ("" if config.get("init") else "-scratch")
+    raise ValueError(f"no arm matches config {config}")
+
+
+def read_config(run_dir: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run_dir / "config.yaml").read_text())
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -186,8 +212,11 @@ def last_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def sweep_rows(plan: ModelPlan, arm: str, seed: int, out: Path) -> list[dict]:
-    """Result rows of one finished, swept run (BatchNorm-recalibrated rows included)."""
+def sweep_rows(plan: ModelPlan, out: Path) -> list[dict]:
+    """Result rows of one finished, swept run (BatchNorm-recalibrated rows included); the
+    arm and seed are read back from the run's config.yaml."""
+    cfg = read_config(out)
+    arm, seed = arm_of(cfg, plan), cfg["seed"]
     wall = last_metrics(out)["time_s"]
     rows = []
     for name in ("sweep", "sweep-bnrecal"):
@@ -199,8 +228,14 @@ def sweep_rows(plan: ModelPlan, arm: str, seed: int, out: Path) -> list[dict]:
     return rows
 
 
-def ft_row(plan: ModelPlan, arm: str, seed: int, s: float, recover: str, ft: Path) -> dict:
-    """Result row of one finished fine-tuning run."""
+def ft_row(plan: ModelPlan, ft: Path) -> dict:
+    """Result row of one finished fine-tuning run; the arm, seed, sparsity and recovery are
+    read back from the pruned checkpoint it started from (its training config and pruning)."""
+    from pof.training.checkpoint import read_meta
+
+    src = read_meta(read_config(ft)["init"])
+    arm, seed = arm_of(src["config"], plan), src["config"]["seed"]
+    s, recover = src["pruned"]["sparsity"], src["pruned"]["recover"]
     m = last_metrics(ft)
     return {"model": plan.model, "arm": f"{arm}+ft", "seed": seed, "sparsity": s,
             "recover": recover, "label": f"{arm}+ft", "top1": m["test_top1"],
@@ -448,7 +483,9 @@ def environment() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--data", default=os.environ.get("POF_CIFAR10"),
+                    help="CIFAR-10: a python-pickle dir, an ImageFolder or a .tar.gz of one "
+                    "(default: $POF_CIFAR10)")
     ap.add_argument("--out", default=None, help="runs folder (default: runs/cifar10; "
                     "profiles share finished runs)")
     ap.add_argument("--results", default=str(ROOT / "docs" / "results"))
@@ -460,8 +497,8 @@ def main() -> None:
                     help="comma-separated subset of the profile's models to run (the report "
                     "always covers every finished run of the profile)")
     args = ap.parse_args()
-    if not Path(args.data).exists():
-        sys.exit(f"CIFAR-10 not found at {args.data} (see ../shared/data/cifar10/README.md)")
+    if not args.data or not Path(args.data).exists():
+        sys.exit(f"CIFAR-10 not found at {args.data!r}: pass --data or set $POF_CIFAR10")
     root = Path(args.out or ROOT / "runs" / "cifar10")
     results = Path(args.results)
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
@@ -500,18 +537,12 @@ def collect(plan: ModelPlan, root: Path) -> list[dict]:
     rows = []
     mdir = plan_dir(root, plan)
     for run_dir in sorted(mdir.glob("*-s*")):
-        sw = run_dir / "sweep" / "sweep.json"
-        if run_dir.name.startswith("ft") or not sw.is_file():
+        if run_dir.name.startswith("ft") or not (run_dir / "sweep" / "sweep.json").is_file():
             continue
-        arm, seed = run_dir.name.rsplit("-s", 1)
-        rows += sweep_rows(plan, arm, int(seed), run_dir)
+        rows += sweep_rows(plan, run_dir)
     for ft in sorted(mdir.glob("ft*/finetune")):
-        if not (ft / "final.safetensors").is_file():
-            continue  # still running
-        pct, rest = ft.parent.name[2:].split("-", 1)  # ft70-standard-s0
-        arm, seed = rest.rsplit("-s", 1)
-        recover = FT_RECOVER.get(arm, "mean")
-        rows.append(ft_row(plan, arm, int(seed), int(pct) / 100, recover, ft))
+        if (ft / "final.safetensors").is_file():  # else still running
+            rows.append(ft_row(plan, ft))
     return rows
 
 

@@ -13,11 +13,11 @@ would add if it ran serially.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,11 @@ import torch.nn.functional as F
 import pof
 from pof.data import load_dataset, make_loader
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/cifar10/cifar10-jpeg.tar.gz"
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DEFAULT))
+    ap.add_argument("--data", default=os.environ.get("POF_CIFAR10"), required=
+                    "POF_CIFAR10" not in os.environ, help="data set (default: $POF_CIFAR10)")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
