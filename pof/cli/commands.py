@@ -38,25 +38,12 @@ def _num_classes(meta: dict) -> int:
 
 def _check_data_fits(model, ds, data: str, classes: int, ckpt: str) -> None:
     """The data set's class count and image shape fit the checkpoint's model."""
-    import torch
-
-    from ..data import make_loader
+    from ..training.evaluate import check_model_takes
 
     if ds.spec.num_classes != classes:
         raise DataError(f"{data} has {ds.spec.num_classes} classes but {ckpt} was trained "
                         f"for {classes}")
-    x, _ = next(iter(make_loader(ds, 2, train=False)))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    except RuntimeError as e:
-        raise DataError(f"{ckpt}: the model does not take {data}'s images "
-                        f"{tuple(ds.spec.image_size)}: {' '.join(str(e).split())[:200]}"
-                        ) from None
-    finally:
-        model.train(was)
+    check_model_takes(model, ds, f"the model of {ckpt}")
 
 
 def _evaluator(model, data: str, batch: int, classes: int, ckpt: str

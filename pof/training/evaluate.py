@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
+from ..errors import DataError, one_line
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]],
@@ -31,6 +33,25 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]],
             n += len(y)
     model.train(was)
     return {"top1": correct1 / max(n, 1), "top5": correct5 / max(n, 1), "loss": loss / max(n, 1)}
+
+
+@torch.no_grad()
+def check_model_takes(model: nn.Module, ds, what: str, device: torch.device | str = "cpu"
+                      ) -> None:
+    """One forward pass of two images of ``ds``: a model that cannot take them (e.g.
+    3-channel weights on 1-channel images) is a one-line DataError naming ``what``."""
+    from ..data import make_loader
+
+    x, _ = next(iter(make_loader(ds, 2, train=False)))
+    was = model.training
+    model.eval()
+    try:
+        model(x.to(device))
+    except RuntimeError as e:
+        raise DataError(f"{what} does not take the images of {ds.source} "
+                        f"{tuple(ds.spec.image_size)}: {one_line(e)[:200]}") from None
+    finally:
+        model.train(was)
 
 
 def held_out_split(data: str, progress: bool = False):

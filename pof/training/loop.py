@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..core.penalty import L1Penalty, PrunePenalty
 from ..data import ArrayDataset, load_dataset, make_loader
-from ..errors import ConfigError, DataError, one_line
+from ..errors import ConfigError, DataError
 from .build import build_model
 from .checkpoint import (
     load_checkpoint,
@@ -39,7 +39,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .distributed import setup
-from .evaluate import evaluate, held_out_split
+from .evaluate import check_model_takes, evaluate, held_out_split
 from .report import write_report
 from .run_dir import (
     append_metrics,
@@ -80,7 +80,7 @@ class Trainer:
             self.test_ds.to(self.device)
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.fmt)
-        _check_fits(self.model, self.test_ds, cfg, self.device)
+        check_model_takes(self.model, self.test_ds, cfg.model, self.device)
         self.penalty = self._make_penalty()
         if self.penalty is not None:
             self.penalty.to(self.device)
@@ -309,22 +309,6 @@ def _check_classes(data: str, train_classes: int, test_classes: int) -> None:
     if test_classes != train_classes:
         raise DataError(f"{data}: the training split has {train_classes} classes but the "
                         f"held-out split has {test_classes}")
-
-
-@torch.no_grad()
-def _check_fits(model: nn.Module, ds, cfg: TrainConfig, device: torch.device) -> None:
-    """One forward pass of two held-out images: a model that cannot take the data (e.g.
-    3-channel weights on 1-channel images) is a one-line DataError before any work."""
-    x, _ = next(iter(make_loader(ds, 2, train=False)))
-    was = model.training
-    model.eval()
-    try:
-        model(x.to(device))
-    except RuntimeError as e:
-        raise DataError(f"{cfg.model} does not take {cfg.data}'s images "
-                        f"{tuple(ds.spec.image_size)}: {one_line(e)[:200]}") from None
-    finally:
-        model.train(was)
 
 
 def train(cfg: TrainConfig, resume: bool = False,
