@@ -456,3 +456,15 @@ def test_real_cifar10_jpeg():
     assert np.allclose(tr.spec.mean, (0.4913, 0.4821, 0.4465), atol=2e-4)
     assert np.allclose(tr.spec.std, (0.2452, 0.2428, 0.2606), atol=2e-4)
     assert torch.bincount(tr.labels).tolist() == [5000] * 10
+
+
+def test_given_stats_skip_the_training_split(tmp_path, _cache):
+    root = _make_folder(tmp_path / "mini")
+    stats = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    te = load_dataset(str(root), "test", progress=False, stats=stats)
+    assert (te.spec.mean, te.spec.std) == stats and len(te) == 6
+    assert not list(_cache.glob("*train*.npz"))  # the training split was never decoded
+    plain = load_dataset(str(root), "test", progress=False)  # the cache is not polluted
+    assert plain.spec.mean == load_dataset(str(root), "train", progress=False).spec.mean
+    with pytest.raises(DataError, match="has 3 channels"):
+        load_dataset(str(root), "test", progress=False, stats=((0.5,), (0.25,)))

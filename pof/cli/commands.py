@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError, PofError
+from ..errors import CheckpointError, ConfigError, DataError, PofError
 
 
 # ---------------------------------------------------------------- shared steps
@@ -36,6 +36,19 @@ def _num_classes(meta: dict) -> int:
     return int(meta["arch"]["num_classes"])
 
 
+def _stats(meta: dict, ckpt: str):
+    """The training data's per-channel (mean, std) a checkpoint records, or None."""
+    data = meta.get("data") or {}
+    if "mean" not in data and "std" not in data:
+        return None
+    mean, std = data.get("mean"), data.get("std")
+    ok = all(isinstance(x, list) and x and len(x) == len(mean) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in x) for x in (mean, std))
+    if not ok or min(std) <= 0:
+        raise CheckpointError(f"{ckpt}: metadata 'data' mean/std are malformed")
+    return tuple(mean), tuple(std)
+
+
 def _check_data_fits(model, ds, data: str, classes: int, ckpt: str) -> None:
     """The data set's class count and image shape fit the checkpoint's model."""
     from ..training.evaluate import check_model_takes
@@ -46,13 +59,15 @@ def _check_data_fits(model, ds, data: str, classes: int, ckpt: str) -> None:
     check_model_takes(model, ds, f"the model of {ckpt}")
 
 
-def _evaluator(model, data: str, batch: int, classes: int, ckpt: str
+def _evaluator(model, data: str, batch: int, meta: dict, ckpt: str
                ) -> Callable[[Any], dict[str, float]]:
-    """``model -> metrics`` on ``data``'s held-out split (checked against the model)."""
+    """``model -> metrics`` on ``data``'s held-out split, normalised as the checkpoint's
+    training data was, checked against the model first."""
     from ..data import make_loader
     from ..training.evaluate import evaluate, held_out_split
 
-    ds = held_out_split(data, True)
+    classes = _num_classes(meta)
+    ds = held_out_split(data, True, _stats(meta, ckpt))
     _check_data_fits(model, ds, data, classes, ckpt)
     loader = make_loader(ds, batch, train=False)
     return lambda m: evaluate(m, loader, "cpu")
@@ -89,7 +104,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     model, meta = model_from_checkpoint(args.checkpoint)
     data = _data_source(args, meta, args.checkpoint)
-    m = _evaluator(model, data, args.batch_size, _num_classes(meta), args.checkpoint)(model)
+    m = _evaluator(model, data, args.batch_size, meta, args.checkpoint)(model)
     print(f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
 
 
@@ -162,7 +177,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         model, meta = model_from_checkpoint(ckpt)
         label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
         data = _data_source(args, meta, ckpt)
-        evaluate = _evaluator(model, data, args.batch_size, _num_classes(meta), ckpt)
+        evaluate = _evaluator(model, data, args.batch_size, meta, ckpt)
         recal = _recalibrator(data, args.bn_recal, 128) if args.bn_recal else None
         rows += sweep(model, evaluate, args.sparsities, recovers=args.recover,
                       scope=args.scope, exclude=args.exclude, label=label, recalibrate=recal)

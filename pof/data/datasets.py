@@ -33,6 +33,9 @@ _PARALLEL_MIN = 4096  # decode in worker processes from this many images up
 _IDX_RE = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
 
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of x / 255
+
+
 @dataclass
 class DataSpec:
     """What a loaded dataset looks like (image_size is (C, H, W) as fed to the model)."""

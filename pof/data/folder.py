@@ -37,6 +37,7 @@ from .datasets import (
     ArrayDataset,
     Dataset,
     DataSpec,
+    Stats,
     StreamingImageFolder,
 )
 
@@ -188,8 +189,11 @@ def _check_headers(samples: list[tuple[str, int]], marker: Path, progress: bool)
 
 
 def _load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
-                 ident: str | None = None, _for_stats: bool = False) -> Dataset:
-    """ImageFolder split. ``ident`` (archive identity) replaces the file-list cache key."""
+                 ident: str | None = None, _for_stats: bool = False,
+                 norm: Stats | None = None) -> Dataset:
+    """ImageFolder split. ``ident`` (archive identity) replaces the file-list cache key.
+    With ``norm`` (mean, std) a held-out split is not normalised by (nor cached with) the statistics
+    of the training split, which then need not be decoded."""
     s = _resolve_split(split, _folder_splits(root), root)
     key = _hash(_CACHE_VERSION, "folder", ident, s) if ident else None
     if key is not None and (ds := _load_npz(_npz_path(cache, name, s, key), s, str(root))):
@@ -214,6 +218,8 @@ def _load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
     labels = np.fromiter((lab for _, lab in samples), dtype=np.int64, count=len(samples))
     mean, std = None, None
     if s != "train" and "train" in _folder_splits(root):
+        if norm is not None:  # not cached: these statistics came from the caller
+            return _make_array_dataset(images, labels, classes, *norm, s, str(root))
         tr = _load_folder(root, "train", cache, progress, name, ident, _for_stats=True)
         if isinstance(tr, ArrayDataset) and tr.spec.image_size[0] == images.shape[1]:
             mean, std = tr.spec.mean, tr.spec.std

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .archive import (
 )
 from .cache import _cache_lock, _cache_root, _hash, _load_npz, _npz_path, _resolve_split
 from .cifar import _is_cifar_dir, _load_cifar
-from .datasets import _CACHE_VERSION, Dataset
+from .datasets import _CACHE_VERSION, Dataset, Stats
 from .digits import _load_digits
 from .folder import _folder_splits, _load_folder
 from .idx import _idx_files, _load_idx
@@ -45,20 +46,31 @@ def _detect(root: Path, depth: int = 0) -> tuple[str, Path]:
 
 
 def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None = None,
-                 progress: bool = True) -> Dataset:
+                 progress: bool = True, stats: Stats | None = None) -> Dataset:
     """Load ``split`` of a dataset; raises :class:`DataError` for any data problem.
 
     Returns an :class:`ArrayDataset` (small images, decoded once and cached under
     ``cache_dir`` / ``$POF_CACHE`` / ``~/.cache/pof``) or a :class:`StreamingImageFolder`.
+    Images are normalised with the training split's per-channel mean/std, or with
+    ``stats=(mean, std)`` when given (e.g. a checkpoint's): then a held-out split is read
+    without decoding the training split for its statistics.
     """
     cache = _cache_root(cache_dir)
     if str(path_or_name).lower() == "digits":
-        return _load_digits(split, cache)
-    path = Path(path_or_name).expanduser()
-    if not path.exists():
-        raise DataError(f"dataset path does not exist: {path}")
-    with _cache_lock(cache, _hash(str(path.resolve()))):
-        return _load_path(path, split, cache, progress)
+        ds = _load_digits(split, cache)
+    else:
+        path = Path(path_or_name).expanduser()
+        if not path.exists():
+            raise DataError(f"dataset path does not exist: {path}")
+        with _cache_lock(cache, _hash(str(path.resolve()))):
+            ds = _load_path(path, split, cache, progress, stats)
+    if stats is not None:
+        mean, std = (tuple(float(v) for v in x) for x in stats)
+        if len(mean) != ds.spec.image_size[0]:
+            raise DataError(f"{path_or_name} has {ds.spec.image_size[0]} channels, the "
+                            f"normalisation given has {len(mean)}")
+        ds.spec = dataclasses.replace(ds.spec, mean=mean, std=std)
+    return ds
 
 
 def _lone_archive(path: Path) -> Path | None:
@@ -69,7 +81,8 @@ def _lone_archive(path: Path) -> Path | None:
     return archives[0] if len(archives) == 1 else None
 
 
-def _load_path(path: Path, split: str, cache: Path, progress: bool) -> Dataset:
+def _load_path(path: Path, split: str, cache: Path, progress: bool,
+               stats: Stats | None = None) -> Dataset:
     path = _lone_archive(path) or path
     name, ident = path.resolve().name, None
     if path.is_file():
@@ -102,7 +115,7 @@ def _load_path(path: Path, split: str, cache: Path, progress: bool) -> Dataset:
     else:
         raise DataError(f"unrecognised dataset path (not a file or directory): {path}")
     if fmt == "folder":
-        return _load_folder(root, split, cache, progress, name, ident)
+        return _load_folder(root, split, cache, progress, name, ident, norm=stats)
     if fmt in ("cifar10", "cifar100"):
         return _load_cifar(root, fmt, split, cache)
     return _load_idx(root, split, cache)

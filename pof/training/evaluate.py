@@ -54,9 +54,10 @@ def check_model_takes(model: nn.Module, ds, what: str, device: torch.device | st
         model.train(was)
 
 
-def held_out_split(data: str, progress: bool = False):
+def held_out_split(data: str, progress: bool = False, stats=None):
     """The held-out split of ``data``: ``test``, or ``val`` where there is no test split
-    (``load_dataset`` maps either name onto whichever exists)."""
+    (``load_dataset`` maps either name onto whichever exists); ``stats=(mean, std)``
+    normalises it as a checkpoint's training data was."""
     from ..data import load_dataset
 
-    return load_dataset(data, "test", progress=progress)
+    return load_dataset(data, "test", progress=progress, stats=stats)
