@@ -468,3 +468,18 @@ def test_given_stats_skip_the_training_split(tmp_path, _cache):
     assert plain.spec.mean == load_dataset(str(root), "train", progress=False).spec.mean
     with pytest.raises(DataError, match="has 3 channels"):
         load_dataset(str(root), "test", progress=False, stats=((0.5,), (0.25,)))
+
+
+def test_non_image_archive_is_sniffed_at_its_first_file(tmp_path, monkeypatch):
+    import tarfile as tf
+
+    from pof.data import archive
+
+    _write_cifar10(tmp_path / "src" / "cifar-10-batches-py")
+    tgz = _tar(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "c10.tar.gz",
+               "cifar-10-batches-py")
+    read = []
+    real_next = tf.TarFile.next
+    monkeypatch.setattr(tf.TarFile, "next", lambda self: read.append(1) or real_next(self))
+    assert archive._decode_archive(tgz, tmp_path, "c10", "id", "train", False) is None
+    assert len(read) <= 2  # the folder entry and the first pickle, not the whole stream

@@ -65,8 +65,10 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
                     continue
                 loc = _split_location(parts) if (m.isdir() or m.isfile()) else None
                 if loc is None:
-                    if m.isfile() and _is_image_name(parts[-1]):
-                        return None  # images outside <split>/<class>/: let extraction decide
+                    if m.isfile() and (_is_image_name(parts[-1]) or not checked_size):
+                        # images outside <split>/<class>/, or other files before any image
+                        # (CIFAR pickles): stop reading here and let extraction decide
+                        return None
                     continue
                 if prefix is None:
                     prefix = loc[0]
