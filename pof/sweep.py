@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .core.bn_recal import preserved_bn_stats
-from .core.masks import check_sparsity
+from .core.masks import check_choice, check_sparsity
 from .core.prune import RECOVER, prune, pruned_layers, unprune
 from .core.selection import Patterns, resolve_selection, select_layers
 from .core.sparsity import SparsityReport, sparsity_report
@@ -55,8 +55,7 @@ def sweep(
     """
     ss = [check_sparsity(s) for s in sparsities]
     for r in recovers:
-        if r not in RECOVER:
-            raise PofError(f"recover must be one of {RECOVER}, got {r!r}")
+        check_choice("recover", r, RECOVER)
     already = [n for n, _ in pruned_layers(model)]
     if already:
         raise PofError(

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import pof
 from pof.cli import main
 
 
@@ -95,3 +96,30 @@ def test_argparse_errors_are_one_line_exit_2():
     proc = subprocess.run([sys.executable, "-m", "pof", "prune"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_every_flag_has_help():
+    from pof.cli.parser import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            assert action.help, (name, action.dest)
+
+
+def test_training_selection_is_used_by_prune(tmp_path, capsys):
+    from pof.training.checkpoint import save_checkpoint
+
+    model = pof.to_sphere(pof.create_model("small_cnn", num_classes=10, width=4), exclude="fc")
+    src = save_checkpoint(tmp_path / "m.safetensors", model, {
+        "arch": {"name": "small_cnn", "num_classes": 10, "kwargs": {"width": 4}},
+        "data": {"source": "digits"}})
+    assert main(["prune", str(src), "--sparsity", "0.5", "--out", str(tmp_path / "p")]) == 0
+    rows = {r.name: r.sparsity for r in pof.sparsity_report(model_from(tmp_path)).layers}
+    assert rows["fc"] == 0.0 and rows["features.1.0"] == pytest.approx(0.5, abs=1e-3)
+
+
+def model_from(tmp_path):
+    from pof.training.checkpoint import model_from_checkpoint
+
+    return model_from_checkpoint(tmp_path / "p" / "pruned.safetensors")[0]

@@ -78,6 +78,22 @@ def test_lr_schedules():
     one = TrainConfig(lr=1.0, schedule="onecycle")
     assert lr_at(one, 30, 100, 10) == pytest.approx(1.0)
     assert lr_at(one, 0, 100, 10) < 0.1
+    warm = TrainConfig(lr=1.0, schedule="onecycle", warmup_epochs=2)  # the rise: 20 steps
+    assert lr_at(warm, 20, 100, 10) == pytest.approx(1.0)
+    assert lr_at(warm, 10, 100, 10) == pytest.approx(0.52)
+
+
+def test_scheduler_is_torch_lambda_lr_stepping_lr_at():
+    from pof.training.schedule import make_scheduler
+
+    cfg = TrainConfig(lr=1.0, warmup_epochs=1)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = make_scheduler(opt, cfg, 100, 10)
+    assert isinstance(sched, torch.optim.lr_scheduler.LambdaLR)
+    for step in range(30):
+        assert opt.param_groups[0]["lr"] == pytest.approx(lr_at(cfg, step, 100, 10))
+        opt.step()
+        sched.step()
 
 
 def test_config_errors():

@@ -108,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--batch-size", type=batch, default=256, help="evaluation batch size")
 
     e = sub.add_parser("eval", help="top-1/top-5 accuracy and loss of a checkpoint")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a pof checkpoint (.safetensors)")
     data_flags(e)
     e.set_defaults(func=commands.cmd_eval)
 
     def prune_flags(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--scope", choices=("layer", "global"), default="layer")
+        q.add_argument("--scope", choices=("layer", "global"), default="layer",
+                       help="each layer to the sparsity (default), or one global threshold")
         q.add_argument("--exclude", type=_csv, default=None,
                        help="comma-separated layer-name patterns to keep dense (default: the "
                        "selection the checkpoint was trained with)")
@@ -122,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "unaugmented training batches (no weight updates; default 0 = off)")
 
     pr = sub.add_parser("prune", help="one-shot prune a checkpoint")
-    pr.add_argument("checkpoint")
+    pr.add_argument("checkpoint", help="a trained pof checkpoint (.safetensors)")
     how = pr.add_mutually_exclusive_group(required=True)
     how.add_argument("--sparsity", type=_arg(_sparsity, "sparsity"),
                      help="fraction of weights to remove, in [0, 1)")
     how.add_argument("--pattern", type=_arg(_pattern, "pattern"),
                      help="N:M pattern instead of --sparsity, e.g. 2:4")
-    pr.add_argument("--recover", choices=("zero", "mean"), default="mean")
+    pr.add_argument("--recover", choices=("zero", "mean"), default="mean",
+                    help="value of the pruned weights: zero, or their mean (default)")
     pr.add_argument("--permanent", action="store_true",
                     help="bake the masks in (pof.remove); the result can no longer be fine-tuned"
                     " with fixed masks")
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=commands.cmd_export)
 
     s = sub.add_parser("sweep", help="accuracy vs sparsity table and plots for checkpoints")
-    s.add_argument("checkpoints", nargs="+")
+    s.add_argument("checkpoints", nargs="+", help="pof checkpoints (.safetensors)")
     s.add_argument("--sparsities", type=_arg(_sparsities, "sparsities"),
                    default="0.3,0.5,0.7,0.8,0.9", help="comma-separated fractions in [0, 1)")
     s.add_argument("--recover", type=_arg(_recovers, "recover"), default="zero,mean",
@@ -154,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=commands.cmd_sweep)
 
     f = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with its masks fixed")
-    f.add_argument("checkpoint")
+    f.add_argument("checkpoint", help="a pruned checkpoint from `pof prune`")
     f.add_argument("--out", help="run folder (default: next to the checkpoint)")
-    f.add_argument("--resume", action="store_true")
+    f.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.safetensors (starts fresh if there is none)")
     _add_config_flags(f, skip=frozenset({
         "model", "out", "init", "penalty", "sphere", "cosine", "sparsity", "exclude",
         "max_steps", "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh",
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")
     d.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
     d.add_argument("--out", default="pof-demo", help="output folder")
-    d.add_argument("--seed", type=_number("seed", integer=True, lo=0), default=0)
+    d.add_argument("--seed", type=_number("seed", integer=True, lo=0), default=0,
+                   help="random seed of both arms")
     d.set_defaults(func=commands.cmd_demo)
     return p

@@ -26,6 +26,16 @@ def check_sparsity(sparsity: float) -> float:
     return s
 
 
+SCOPES = ("layer", "global")
+
+
+def check_choice(name: str, value: object, options: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``options``, else a PofError naming ``name``."""
+    if value not in options:
+        raise PofError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def parse_nm(pattern: str) -> tuple[int, int]:
     """Parse ``"N:M"`` (keep N of every M consecutive weights) into ``(N, M)``."""
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(pattern))
@@ -120,8 +130,5 @@ def compute_masks(
     if pattern is not None:
         n, m = parse_nm(pattern)
         return [nm_mask(w, n, m, nm) for w, nm in zip(weights, names, strict=True)]
-    if scope == "layer":
-        return layer_masks(weights, sparsity)
-    if scope == "global":
-        return global_masks(weights, sparsity)
-    raise PofError(f"scope must be 'layer' or 'global', got {scope!r}")
+    check_choice("scope", scope, SCOPES)
+    return (layer_masks if scope == "layer" else global_masks)(weights, sparsity)

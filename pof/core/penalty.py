@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PofError
-from .masks import check_sparsity, compute_masks
+from .masks import SCOPES, check_choice, check_sparsity, compute_masks
 from .selection import Patterns, record_selection, resolve_selection, select_layers
 
 FORMS = ("energy", "sine")
@@ -62,10 +62,8 @@ class PrunePenalty(nn.Module):
         form: str = "energy",
     ) -> None:
         super().__init__()
-        if scope not in ("layer", "global"):
-            raise PofError(f"scope must be 'layer' or 'global', got {scope!r}")
-        if form not in FORMS:
-            raise PofError(f"form must be one of {FORMS}, got {form!r}")
+        check_choice("scope", scope, SCOPES)
+        check_choice("form", form, FORMS)
         self.form = form
         if refresh_every < 1:
             raise PofError(f"refresh_every must be >= 1, got {refresh_every}")

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
-from .masks import check_sparsity, compute_masks, parse_nm
+from .masks import check_choice, check_sparsity, compute_masks, parse_nm
 from .selection import Patterns, select_layers
 
 RECOVER = ("zero", "mean")
@@ -29,10 +29,8 @@ class PruneMask(nn.Module):
 
     def __init__(self, mask: Tensor, recover: str = "zero", mean_scope: str = "unit") -> None:
         super().__init__()
-        if recover not in RECOVER:
-            raise PofError(f"recover must be one of {RECOVER}, got {recover!r}")
-        if mean_scope not in MEAN_SCOPES:
-            raise PofError(f"mean_scope must be one of {MEAN_SCOPES}, got {mean_scope!r}")
+        check_choice("recover", recover, RECOVER)
+        check_choice("mean_scope", mean_scope, MEAN_SCOPES)
         self.register_buffer("mask", mask.bool())
         self.recover = recover
         self.mean_scope = mean_scope
@@ -110,10 +108,8 @@ def prune(
         if sparsity is None:
             raise PofError("sparsity is required unless pattern='N:M' is given")
         sparsity = check_sparsity(sparsity)
-    if recover not in RECOVER:
-        raise PofError(f"recover must be one of {RECOVER}, got {recover!r}")
-    if mean_scope not in MEAN_SCOPES:
-        raise PofError(f"mean_scope must be one of {MEAN_SCOPES}, got {mean_scope!r}")
+    check_choice("recover", recover, RECOVER)  # before the masks are computed
+    check_choice("mean_scope", mean_scope, MEAN_SCOPES)
     layers = select_layers(model, include, exclude, keep_first_conv)
     already = [n for n, _ in pruned_layers(model)]
     if already:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.masks import check_sparsity
+from ..core.masks import check_choice, check_sparsity
 from ..core.penalty import FORMS
-from ..errors import ConfigError
+from ..errors import ConfigError, PofError
 
 PENALTIES = ("none", "pof", "l1")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -45,8 +45,11 @@ class Str(Kind):
             return None
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
-        if self.choices and value not in self.choices:
-            raise ConfigError(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.choices:
+            try:
+                check_choice(name, value, self.choices)
+            except PofError as e:
+                raise ConfigError(str(e)) from None
         if self.pattern and not re.fullmatch(self.pattern, value):
             raise ConfigError(f"{name} must be {self.what}, got {value!r}")
         return value
