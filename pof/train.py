@@ -431,7 +431,6 @@ class _Run:
         model.train()
         loader = self._loader(epoch)
         skip = self.step - epoch * self.steps_per_epoch
-        amp = cfg.amp and self.device.type == "cuda"
         sums = {"loss": 0.0, "penalty": 0.0, "correct": 0, "n": 0}
         bar = tqdm(total=self.steps_per_epoch, initial=skip, disable=not (cfg.progress and
                    self.main), desc=f"epoch {epoch + 1}/{math.ceil(cfg.epochs)}", leave=False)
@@ -440,20 +439,7 @@ class _Run:
                 continue  # resuming mid-epoch: same batches, same augmentation
             if self.step >= self.total:
                 break
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-            y = y.to(self.device, non_blocking=True)
-            for g in self.opt.param_groups:
-                g["lr"] = lr_at(cfg, self.step, self.total, self.steps_per_epoch)
-            self.opt.zero_grad(set_to_none=True)
-            with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
-                out, loss = self._forward_loss(model, x, y)
-                pen = self.penalty() * self.penalty_scale() if self.penalty is not None else None
-                total = loss if pen is None else loss + pen
-            total.backward()
-            self.opt.step()
-            self.step += 1
-            if self.gmp is not None:
-                self.gmp.update(self.step)
+            out, loss, pen = self.train_step(x, y)
             sums["loss"] += loss.item() * len(y)
             sums["penalty"] += (pen.item() if pen is not None else 0.0) * len(y)
             sums["correct"] += (out.argmax(1) == y).sum().item()
@@ -474,6 +460,27 @@ class _Run:
         n = max(sums["n"], 1)
         return {"train_loss": sums["loss"] / n, "train_penalty": sums["penalty"] / n,
                 "train_acc": sums["correct"] / n}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on a batch: ``(logits, task loss, penalty or None)``."""
+        cfg = self.cfg
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        y = y.to(self.device, non_blocking=True)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(cfg, self.step, self.total, self.steps_per_epoch)
+        self.opt.zero_grad(set_to_none=True)
+        amp = cfg.amp and self.device.type == "cuda"
+        with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+            out, loss = self._forward_loss(self.ddp, x, y)
+            pen = self.penalty() * self.penalty_scale() if self.penalty is not None else None
+            total = loss if pen is None else loss + pen
+        total.backward()
+        self.opt.step()
+        self.step += 1
+        if self.gmp is not None:
+            self.gmp.update(self.step)
+        return out, loss, pen
 
     def _forward_loss(self, model: nn.Module, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
