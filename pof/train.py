@@ -113,6 +113,8 @@ class TrainConfig:
             GradualPruner.check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
         if self.penalty_form not in FORMS:
             raise ValueError(f"penalty_form must be one of {FORMS}, got {self.penalty_form!r}")
+        if not self.penalty_weight >= 0:
+            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight!r}")
         for k in ("epochs", "batch_size", "lr", "ckpt_every"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
@@ -333,7 +335,7 @@ class _Run:
     def _make_penalty(self) -> nn.Module | None:
         cfg = self.cfg
         ex = cfg.exclude or None
-        if cfg.penalty == "pof":
+        if cfg.penalty == "pof" and cfg.penalty_weight > 0:  # weight 0: sphere (+ subnet) only
             return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
                                 beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
                                 exclude=ex, form=cfg.penalty_form, levels=cfg.penalty_levels)
