@@ -14,11 +14,20 @@ from torch import nn
 from tqdm import tqdm
 
 from .core.bn_recal import preserved_bn_stats
+from .core.fold import remove
 from .core.masks import check_choice, check_sparsity
 from .core.prune import RECOVER, prune, pruned_layers, unprune
 from .core.selection import Patterns, resolve_selection, select_layers
 from .core.sparsity import SparsityReport, sparsity_report
 from .errors import PofError
+
+
+def bake_masks(model: nn.Module) -> nn.Module:
+    """Make a pruned model's masks permanent (e.g. a GMP run's) so a sweep can prune it
+    further; an unpruned model is returned as it is."""
+    if pruned_layers(model):
+        remove(model)
+    return model
 
 
 def _measured_sparsity(model: nn.Module, names: set[str]) -> float:

@@ -98,6 +98,9 @@ def fx(tmp_path_factory):
                            pof.remove(pof.prune(model, 0.5, recover="mean")), meta)
     p = {"ok": ok, "pruned": pruned, "perm": perm}
     p["nodata"] = _ckpt(d / "nodata.safetensors", {"arch": ARCH})
+    nobn = {**ARCH, "kwargs": {"width": 4, "norm": False}}
+    p["nobn"] = _ckpt(d / "nobn.safetensors", {"arch": nobn, "data": {"source": "digits"}},
+                      pof.create_model("small_cnn", num_classes=10, width=4, norm=False))
     p["arch_str"] = _with_meta(ok, d / "a.safetensors", lambda m: {**m, "arch": "small_cnn"})
     p["no_classes"] = _with_meta(ok, d / "b.safetensors", lambda m: {
         **m, "arch": {"name": "small_cnn", "kwargs": {"width": 4}}})
@@ -270,8 +273,14 @@ CASES = [
     ("sweep-second-missing", ["sweep", "{ok}", "/no/such.safetensors", "--out", "{out}/s"],
      "not found"),
     ("sweep-out-is-file", ["sweep", "{ok}", "--out", "{file}"], "existing file"),
-    ("sweep-pruned", ["sweep", "{pruned}", "--sparsities", "0.5", "--out", "{out}/s"],
-     "already pruned"),
+    ("sweep-no-batchnorm", ["sweep", "{nobn}", "--bn-recal", "2", "--out", "{out}/s"],
+     "no BatchNorm"),
+    ("prune-no-batchnorm", ["prune", "{nobn}", "--sparsity", "0.5", "--bn-recal", "2",
+                            "--out", "{out}/p"], "no BatchNorm"),
+    ("train-range-gmp", [*TRAIN, "--penalty", "gmp", "--sparsity", "0.3:0.9"], "range"),
+    ("train-range-order", [*TRAIN, "--penalty", "pof", "--sparsity", "0.9:0.3"], "lo < hi"),
+    ("train-range-text", [*TRAIN, "--penalty", "pof", "--sparsity", "0.3:x"], "lo:hi"),
+    ("train-subnet", [*TRAIN, "--subnet", "half"], "subnet must be one of"),
     ("finetune-missing", ["finetune", "/no/such.safetensors", "--out", "{out}/f"],
      "not found"),
     ("finetune-epochs", ["finetune", "{pruned}", "--epochs", "0", "--out", "{out}/f"],

@@ -83,6 +83,14 @@ def _recalibrator(data: str, batches: int, batch_size: int) -> Callable[[Any], o
         model, make_loader(ds, batch_size, train=True, augment=False, seed=0), batches)
 
 
+def _check_bn_recal(model, args: argparse.Namespace, ckpt: str) -> None:
+    """``--bn-recal`` needs BatchNorm layers: say so before any work."""
+    from ..core.bn_recal import batchnorms
+
+    if args.bn_recal and not batchnorms(model):
+        raise PofError(f"--bn-recal: {ckpt} has no BatchNorm layers to re-estimate")
+
+
 def _not_folded(ckpt: str, model) -> None:
     from ..core.fold import FoldedConv2d, FoldedLinear
 
@@ -119,6 +127,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
     out = check_out_dir(args.out)
     model, meta = model_from_checkpoint(args.checkpoint)
     _not_folded(args.checkpoint, model)
+    _check_bn_recal(model, args, args.checkpoint)
+    lo_hi = (meta.get("config") or {}).get("sparsity")
+    if isinstance(lo_hi, list) and args.sparsity is not None and not (
+            lo_hi[0] - 1e-9 <= args.sparsity <= lo_hi[1] + 1e-9):
+        print(f"pof prune: note: {args.checkpoint} was trained for sparsities "
+              f"{lo_hi[0]:g}-{lo_hi[1]:g}; {args.sparsity:g} is outside that range")
     recal = None
     if args.bn_recal:
         recal = _recalibrator(_data_source(args, meta, args.checkpoint), args.bn_recal,
@@ -165,7 +179,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from ..fileio import write_text
     from ..report import markdown_table, plot_sweep, plot_weight_histograms, write_json
-    from ..sweep import sweep
+    from ..sweep import bake_masks, sweep
     from ..training.checkpoint import model_from_checkpoint, read_meta
     from ..training.run_dir import check_out_dir, outputs
 
@@ -175,6 +189,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     rows, models = [], {}
     for ckpt in args.checkpoints:
         model, meta = model_from_checkpoint(ckpt)
+        bake_masks(model)  # a GMP run: its zeros stay, the sweep prunes further from there
+        _check_bn_recal(model, args, ckpt)
         label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
         data = _data_source(args, meta, ckpt)
         evaluate = _evaluator(model, data, args.batch_size, meta, ckpt)

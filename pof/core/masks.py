@@ -36,6 +36,27 @@ def check_choice(name: str, value: object, options: tuple[str, ...]) -> str:
     return value  # type: ignore[return-value]
 
 
+def check_range(sparsity: float | str | tuple | list) -> float | tuple[float, float]:
+    """A target sparsity or a range of them: ``0.7``, ``"0.3:0.9"`` or ``(0.3, 0.9)``.
+
+    Returns a float, or ``(lo, hi)`` with ``0 <= lo < hi < 1``; raises :class:`PofError`.
+    """
+    if isinstance(sparsity, str) and ":" in sparsity:
+        try:
+            sparsity = [float(v) for v in sparsity.split(":")]
+        except ValueError:
+            raise PofError(f"a sparsity range is two fractions lo:hi, got {sparsity!r}"
+                           ) from None
+    if isinstance(sparsity, (tuple, list)):
+        if len(sparsity) != 2:
+            raise PofError(f"a sparsity range is two fractions lo:hi, got {sparsity!r}")
+        lo, hi = (check_sparsity(v) for v in sparsity)
+        if not lo < hi:
+            raise PofError(f"sparsity range needs lo < hi, got {lo:g}:{hi:g}")
+        return lo, hi
+    return check_sparsity(sparsity)
+
+
 def parse_nm(pattern: str) -> tuple[int, int]:
     """Parse ``"N:M"`` (keep N of every M consecutive weights) into ``(N, M)``."""
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(pattern))

@@ -60,7 +60,7 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
     """Zeros/params of every Conv2d and Linear weight (as the layer computes it).
 
     For a mean-recovered layer the masked entries count as zeros: they are stored as
-    zeros once folded (see ``pof.remove``).
+    zeros once folded (see ``pof.remove``); kept entries that are zero count too.
     """
     rows = []
     with torch.no_grad():
@@ -68,6 +68,7 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
             if not isinstance(m, PRUNABLE):
                 continue
             p = mask_param(m)
-            zeros = int((~p.mask).sum()) if p is not None else int((m.weight == 0).sum())
+            zero = m.weight == 0
+            zeros = int((~p.mask | zero).sum()) if p is not None else int(zero.sum())
             rows.append(LayerSparsity(name, zeros, m.weight.numel()))
     return SparsityReport(rows)

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.masks import check_choice, check_sparsity
+from ..core.gmp import check_schedule
+from ..core.masks import check_choice, check_range
 from ..core.penalty import FORMS
 from ..errors import ConfigError, PofError
 
-PENALTIES = ("none", "pof", "l1")
+PENALTIES = ("none", "pof", "l1", "gmp", "cram")
+SUBNETS = ("auto", "none", "split", "extra")
 SCHEDULES = ("cosine", "onecycle", "constant")
 
 
@@ -122,11 +124,17 @@ class StrList(Kind):
 
 
 class Sparsity(Kind):
+    """A target sparsity ``0.7``, or a range ``"0.3:0.9"`` / ``[0.3, 0.9]`` (kept as a list)."""
+
     def parse(self, text: str) -> Any:
-        return Number().parse(text)
+        return text if ":" in text else Number().parse(text)
 
     def check(self, name: str, value: Any) -> Any:
-        return check_sparsity(value)
+        if isinstance(value, str) and ":" not in value:
+            raise ConfigError(f"{name} must be a number in [0, 1) or a range lo:hi, "
+                              f"got {value!r}")
+        s = check_range(value)
+        return list(s) if isinstance(s, tuple) else s
 
 
 class Mapping(Kind):
@@ -187,11 +195,14 @@ class TrainConfig:
                               "rise to the peak; default 30%% of the run)")
     label_smoothing: float = _f(0.0, Number(lo=0, hi=1, hi_open=True), "cross-entropy label "
                                 "smoothing, in [0, 1)")
-    penalty: str = _f("none", Str(PENALTIES), "none (standard), pof (sphere + pruning "
-                      "penalty) or l1")
-    sparsity: float = _f(0.5, Sparsity(), "pof penalty's target sparsity, a fraction in "
-                         "[0, 1)")
-    penalty_weight: float = _f(1.0, _NONNEG, "multiplier of the pof penalty")
+    penalty: str = _f("none", Str(PENALTIES), "training method: none (standard), pof "
+                      "(sphere + pruning penalty), l1, gmp (gradual magnitude pruning) or cram "
+                      "(CrAM-style loss at a pruned point)")
+    sparsity: float | list[float] | str = _f(0.5, Sparsity(), "target sparsity, a fraction "
+                                             "in [0, 1); pof and cram also take a range lo:hi "
+                                             "(one model for every sparsity in it)")
+    penalty_weight: float = _f(20.0, _NONNEG, "multiplier of the pof penalty (0: sphere "
+                               "(+ subnet) without the penalty)")
     penalty_warmup: float = _f(0.0, _NONNEG, "epochs over which the penalty weight ramps up "
                                "from 0")
     penalty_scope: str = _f("layer", Str(("layer", "global")), "layer or global")
@@ -199,8 +210,19 @@ class TrainConfig:
                               "weights every this many steps")
     penalty_beta: float = _f(0.1, _NONNEG, "weight of the margin term that keeps kept "
                              "weights away from zero")
-    penalty_form: str = _f("energy", Str(FORMS), "energy (pruned-energy fraction) or sine "
+    penalty_form: str = _f("sine", Str(FORMS), "energy (pruned-energy fraction) or sine "
                            "(its square root, for high sparsity)")
+    penalty_levels: int = _f(4, Number(integer=True, lo=2), "pof with a sparsity range: "
+                             "nested pruned sets the penalty acts on")
+    subnet: str = _f("auto", Str(SUBNETS), "loss of the network pruned at a sampled "
+                     "sparsity: auto (split for a pof range, extra for cram), none, split (half "
+                     "of each batch) or extra (a second pass, twice the cost)")
+    gmp_start: float = _f(0.0, Number(lo=0, hi=1), "gmp: fraction of training where pruning "
+                          "starts")
+    gmp_end: float = _f(0.75, Number(lo=0, hi=1), "gmp: fraction of training where the "
+                        "target is reached (masks fixed after)")
+    gmp_every: int = _f(100, Number(integer=True, lo=1), "gmp: recompute the masks every "
+                        "this many steps")
     l1_weight: float = _f(1e-5, _NONNEG, "L1 regularisation weight (penalty l1)")
     sphere: bool | None = _f(None, Bool(optional=True), "put weights on the unit sphere "
                              "(default: on for penalty pof)")
@@ -228,6 +250,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, f.metadata["kind"].check(f.name, getattr(self, f.name)))
+        if isinstance(self.sparsity, list) and self.penalty in ("gmp", "l1", "none"):
+            raise ConfigError(f"a sparsity range needs penalty pof or cram, not "
+                              f"{self.penalty!r}; GMP trains for one target sparsity")
+        if self.penalty == "gmp":
+            check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:

@@ -25,7 +25,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
+from ..core.gmp import GradualPruner
 from ..core.penalty import L1Penalty, PrunePenalty
+from ..core.subnet import SubnetSampler
 from ..data import ArrayDataset, load_dataset, make_loader
 from ..errors import ConfigError, DataError
 from .build import build_model
@@ -81,14 +83,16 @@ class Trainer:
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.fmt)
         check_model_takes(self.model, self.test_ds, cfg.model, self.device)
+        self.steps_per_epoch = len(self._loader(0))
+        self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
         self.penalty = self._make_penalty()
         if self.penalty is not None:
             self.penalty.to(self.device)
+        self.gmp = self._make_gmp()
+        self.subnet, self.subnet_mode = self._make_subnet()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.nesterov and cfg.momentum > 0,
                                    weight_decay=cfg.weight_decay)
-        self.steps_per_epoch = len(self._loader(0))
-        self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
         self.sched = make_scheduler(self.opt, cfg, self.total, self.steps_per_epoch)
         self.step = 0
         self.sums = _zero_sums()
@@ -106,13 +110,35 @@ class Trainer:
 
     def _make_penalty(self) -> nn.Module | None:
         cfg = self.cfg
-        if cfg.penalty == "pof":
+        if cfg.penalty == "pof" and cfg.penalty_weight > 0:  # weight 0: sphere (+ subnet) only
             return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
                                 beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
-                                form=cfg.penalty_form)
+                                form=cfg.penalty_form, levels=cfg.penalty_levels)
         if cfg.penalty == "l1":
             return L1Penalty(self.model, cfg.l1_weight)
         return None
+
+    def _make_gmp(self) -> GradualPruner | None:
+        cfg = self.cfg
+        if cfg.penalty != "gmp":
+            return None
+        return GradualPruner(self.model, cfg.sparsity, self.total, cfg.gmp_start, cfg.gmp_end,
+                             cfg.gmp_every, cfg.penalty_scope)
+
+    def _make_subnet(self) -> tuple[SubnetSampler | None, str]:
+        cfg = self.cfg
+        mode = cfg.subnet
+        if mode == "auto":
+            ranged = isinstance(cfg.sparsity, list)
+            mode = {"cram": "extra", "pof": "split" if ranged else "none"}.get(cfg.penalty,
+                                                                              "none")
+        if mode == "none":
+            return None, mode
+        if self.proc.world > 1:
+            raise ConfigError("subnet training (a pof range, cram) runs in one process; "
+                              "DDP is not supported for it yet")
+        recover = "mean" if cfg.penalty == "pof" else "zero"
+        return SubnetSampler(self.model, cfg.sparsity, recover, cfg.seed), mode
 
     def _loader(self, epoch: int):
         world = self.proc.world
@@ -195,7 +221,6 @@ class Trainer:
         cfg, model, sums = self.cfg, self.ddp, self.sums
         model.train()
         skip = self.step - epoch * self.steps_per_epoch
-        amp = cfg.amp and self.device.type == "cuda"
         bar = tqdm(total=self.steps_per_epoch, initial=skip, leave=False,
                    disable=None if cfg.progress and self.main else True,  # None: TTYs only
                    desc=f"epoch {epoch + 1}/{math.ceil(cfg.epochs)}")
@@ -205,23 +230,10 @@ class Trainer:
                     continue  # resuming mid-epoch: same batches, same augmentation
                 if self.step >= self.total:
                     break
-                x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-                y = y.to(self.device, non_blocking=True)
-                self.opt.zero_grad(set_to_none=True)
-                with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
-                    out = model(x)
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
-                    pen = (self.penalty() * self.penalty_scale() if self.penalty is not None
-                           else None)
-                    total = loss if pen is None else loss + pen
-                total.backward()
-                self.lr = self.opt.param_groups[0]["lr"]
-                self.opt.step()
-                self.sched.step()
-                self.step += 1
+                out, loss, pen = self.train_step(x, y)
                 sums["loss"] += loss.item() * len(y)
                 sums["penalty"] += (pen.item() if pen is not None else 0.0) * len(y)
-                sums["correct"] += (out.argmax(1) == y).sum().item()
+                sums["correct"] += (out.argmax(1) == y.to(out.device)).sum().item()
                 sums["n"] += len(y)
                 bar.update(1)
                 n = sums["n"]
@@ -234,6 +246,46 @@ class Trainer:
                     return False
         return True
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on a batch: ``(logits, task loss, penalty or None)``."""
+        cfg = self.cfg
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        y = y.to(self.device, non_blocking=True)
+        self.opt.zero_grad(set_to_none=True)
+        amp = cfg.amp and self.device.type == "cuda"
+        with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+            out, loss = self._forward_loss(self.ddp, x, y)
+            pen = (self.penalty() * self.penalty_scale() if self.penalty is not None
+                   else None)
+            total = loss if pen is None else loss + pen
+        total.backward()
+        self.lr = self.opt.param_groups[0]["lr"]
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        if self.gmp is not None:
+            self.gmp.update(self.step)
+        return out, loss, pen
+
+    def _forward_loss(self, model: nn.Module, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and task loss of one batch, with the pruned-subnetwork term if any."""
+        ls = self.cfg.label_smoothing
+        if self.subnet is None:
+            out = model(x)
+            return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
+        s = self.subnet.sample(self.step)
+        if self.subnet_mode == "split":  # half dense, half pruned: the cost of one pass
+            h = len(x) // 2
+            dense, pruned = model(x[:h]), self.subnet.forward(x[h:], s)
+            out = torch.cat([dense, pruned])
+            return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
+        out = model(x)  # extra: the whole batch dense and pruned (CrAM+), twice the cost
+        pruned = self.subnet.forward(x, s)
+        return out, (F.cross_entropy(out.float(), y, label_smoothing=ls)
+                     + F.cross_entropy(pruned.float(), y, label_smoothing=ls))
+
     def _end_epoch(self, epoch: int, t0: float) -> None:
         n = max(self.sums["n"], 1)
         rec = {"epoch": epoch, "step": self.step, "train_loss": self.sums["loss"] / n,
@@ -243,6 +295,10 @@ class Trainer:
                "lr": self.lr, "time_s": round(time.time() - t0, 1)}
         if isinstance(self.penalty, PrunePenalty):
             rec["pruned_energy"] = self.penalty.pruned_energy().item()
+            if len(self.penalty.levels) > 1:
+                rec["level_energy"] = self.penalty.level_energies()
+        if self.gmp is not None:
+            rec["gmp_sparsity"] = self.gmp.target(self.step)
         self.metrics.append(rec)
         append_metrics(self.out / "metrics.jsonl", rec)
         if self.tb is not None:
