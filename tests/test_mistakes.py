@@ -429,3 +429,18 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.parametrize("argv", [[*TRAIN, "--out", "{ro}/r"],
+                                  ["prune", "{ok}", "--sparsity", "0.5", "--out", "{ro}/p"],
+                                  ["export", "{pruned}", "--out", "{ro}/x.safetensors"],
+                                  ["sweep", "{ok}", "--out", "{ro}/s"]],
+                         ids=["train", "prune", "export", "sweep"])
+def test_read_only_out_folder_is_one_line(fx, tmp_path, capsys, argv):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    code = main([a.format(ro=ro, **fx) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
+    assert list(ro.iterdir()) == []
