@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,15 +155,11 @@ class Model(Kind):
 
 
 def _f(default: Any, kind: Kind, help: str) -> Any:  # noqa: A002 - argparse's word
-    factory: Callable[[], Any] | None = None
-    if isinstance(default, list | dict):
-        factory, value = (lambda d=default: type(d)(d)), dataclasses.MISSING
-    else:
-        value = default
+    """A config field with its :class:`Kind` and help text (lists/dicts copied per config)."""
     meta = {"kind": kind, "help": help}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=value, metadata=meta)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 DEVICE = r"auto|cpu|cuda(:\d+)?|mps"
