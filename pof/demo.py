@@ -72,8 +72,11 @@ def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0) -
     loader = make_loader(test, 512, train=False)
     train_set = load_dataset("digits", "train", progress=False)
 
-    def recal(model) -> None:  # BatchNorm re-estimation: 8 unlabelled batches, no gradients
-        recalibrate_bn(model, make_loader(train_set, 64, train=True, augment=False, seed=0), 8)
+    batches = 2 if quick else 8
+
+    def recal(model) -> None:  # BatchNorm re-estimation: unlabelled batches, no gradients
+        recalibrate_bn(model, make_loader(train_set, 64, train=True, augment=False, seed=0),
+                       batches)
 
     sparsities = SPARSITIES[1::2] if quick else SPARSITIES
     rows, models = [], {}
