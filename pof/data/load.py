@@ -74,7 +74,8 @@ def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None 
 
 
 def _lone_archive(path: Path) -> Path | None:
-    """The one archive in a directory that holds no data folders (e.g. our CIFAR copy)."""
+    """The one archive in a directory that holds no data folders (a data set shipped as
+    a tarball beside its README) — loaded as that archive."""
     if not path.is_dir() or any(p.is_dir() for p in path.iterdir()):
         return None
     archives = [p for p in path.iterdir() if p.is_file() and _is_archive(p)]
