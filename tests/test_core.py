@@ -364,3 +364,13 @@ def test_kth_smallest_is_exact_on_large_tensors():
     x[:1000] = 0.5  # a block of ties
     for k in (1, 1000, 777_777, (1 << 21) - 5):
         assert _kth_smallest(x, k) == x.kthvalue(k).values
+
+
+def test_scaled_unit_sphere_equals_torch_weight_norm():
+    lin = nn.Linear(6, 4)
+    ref = torch.nn.utils.parametrizations.weight_norm(nn.Linear(6, 4), dim=0)
+    with torch.no_grad():
+        ref.parametrizations.weight.original1.copy_(lin.weight)
+        ref.parametrizations.weight.original0.copy_(torch.rand(4, 1) + 0.5)
+    scale = ref.parametrizations.weight.original0.detach().flatten()
+    torch.testing.assert_close(pof.UnitSphere(scale)(lin.weight), ref.weight)

@@ -38,7 +38,12 @@ def row_norms(w: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 class UnitSphere(nn.Module):
-    """Parametrization ``w -> scale * w / ||w||`` per output unit (``scale`` optional)."""
+    """Parametrization ``w -> scale * w / ||w||`` per output unit (``scale`` optional).
+
+    With a scale this is ``torch.nn.utils.parametrizations.weight_norm(dim=0)`` (``g`` =
+    ``scale``); it stays a class of its own for the scale-free form (a following BatchNorm
+    absorbs the norm) and for the ``state_dict`` keys saved checkpoints hold.
+    """
 
     def __init__(self, scale: Tensor | None = None, eps: float = 1e-12) -> None:
         super().__init__()
