@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .masks import check_sparsity, compute_masks
-from .selection import select_layers
+from .selection import select_weights
 
 FORMS = ("energy", "sine")
 
@@ -73,16 +73,17 @@ class PrunePenalty(nn.Module):
         self.sparsity = check_sparsity(sparsity)
         self.scope, self.weight, self.beta, self.margin = scope, weight, beta, margin
         self.refresh_every = refresh_every
-        layers = select_layers(model, include, exclude, keep_first_conv)
-        self.names = [n for n, _ in layers]
-        self._layers = [m for _, m in layers]  # plain list: not registered as children
+        self._targets = select_weights(model, include, exclude, keep_first_conv)
+        # q/k/v blocks of an attention in_proj_weight count as three layers
+        self.names = [n for t in self._targets for n in t.piece_names()]
         self.calls = 0
         self._masks: list[Tensor] | None = None
         self._layer_id: Tensor | None = None
 
     def weights(self) -> list[Tensor]:
-        """Current effective weights of the selected layers (differentiable)."""
-        return [m.weight for m in self._layers]
+        """Current effective weights of the selected layers (differentiable), unit axis
+        first; attention in_proj weights split into their q/k/v blocks."""
+        return [p for t in self._targets for p in t.pieces()]
 
     @torch.no_grad()
     def refresh(self, weights: list[Tensor] | None = None) -> None:
@@ -171,8 +172,7 @@ class L1Penalty(nn.Module):
     ) -> None:
         super().__init__()
         self.weight = weight
-        self._layers = [m for _, m in select_layers(model, include, exclude,
-                                                         keep_first_conv)]
+        self._targets = select_weights(model, include, exclude, keep_first_conv)
 
     def forward(self) -> Tensor:
-        return self.weight * torch.stack([m.weight.abs().sum() for m in self._layers]).sum()
+        return self.weight * torch.stack([t.weight.abs().sum() for t in self._targets]).sum()
