@@ -171,7 +171,8 @@ def weight_inventory(
         for pname, p in params:
             if (target is not None and pname == target.attr) or p is None or p.dim() < 2:
                 continue
-            rows.append((None, name, pname, reason or f"unsupported: {type(m).__name__}.{pname}"))
+            why = reason or f"not a layer weight ({type(m).__name__}.{pname})"
+            rows.append((None, name, pname, why))
     # tied weights (a parameter shared by two modules, e.g. GPT-2's lm_head and wte)
     seen: dict[int, str] = {}
     for i, (_, name, attr, _r) in enumerate(rows):
