@@ -165,7 +165,9 @@ def _dist_info() -> tuple[int, int, int]:
 
 def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     if cfg.device != "auto":
-        return torch.device(cfg.device)
+        from .device import resolve_device
+
+        return resolve_device(cfg.device)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
