@@ -106,7 +106,7 @@ def _candidate(name: str, m: nn.Module) -> tuple[Target | None, str | None]:
                           "(separate q/k/v weights)")
         return Target(name, m, "in_proj_weight", 0, groups=3), None
     if isinstance(m, nn.Embedding):
-        return None, "embedding: dense by default (select it by name)"
+        return None, "embedding, left out by default (select it by name)"
     return None, None
 
 
