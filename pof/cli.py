@@ -43,6 +43,14 @@ def _nonneg_int(text: str) -> int:
     return n
 
 
+def _sparsity_arg(text: str) -> float | str:
+    """``0.7`` or a range ``0.3:0.9`` (checked with the rest of the config)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field; unset flags keep the config/recipe value."""
     from .train import FIELD_HELP, TrainConfig
@@ -55,6 +63,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kinds = {"bool": _bool, "list": _csv, "int": int, "float": float}
         kind = next((k for name, k in kinds.items() if name in str(f.type)), str)
+        if f.name == "sparsity":
+            kind = _sparsity_arg
         p.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
                        help=f"{FIELD_HELP.get(f.name, '')} (default: {default})".lstrip())
 
@@ -164,6 +174,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from .prune import pruned_layers, remove
     from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
     from .sweep import parse_sparsities, sweep
 
@@ -172,6 +183,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     rows, models = [], {}
     for ckpt in args.checkpoints:
         model, meta, dev = _load(ckpt, args.device)
+        if pruned_layers(model):  # e.g. a GMP run: sweep its (fixed) zeros as weights
+            remove(model)
         label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
         data = _data_source(args, meta)
         evaluate = _eval_fn(data, args.batch_size, True, dev)

@@ -24,6 +24,23 @@ def check_sparsity(sparsity: float) -> float:
     return s
 
 
+def check_range(sparsity: float | str | tuple | list) -> float | tuple[float, float]:
+    """A target sparsity or a range of them: ``0.7``, ``"0.3:0.9"`` or ``(0.3, 0.9)``.
+
+    Returns a float, or ``(lo, hi)`` with ``0 <= lo < hi < 1``; raises ``ValueError``.
+    """
+    if isinstance(sparsity, str) and ":" in sparsity:
+        sparsity = sparsity.split(":")
+    if isinstance(sparsity, (tuple, list)):
+        if len(sparsity) != 2:
+            raise ValueError(f"a sparsity range is two fractions lo:hi, got {sparsity!r}")
+        lo, hi = (check_sparsity(v) for v in sparsity)
+        if not lo < hi:
+            raise ValueError(f"sparsity range needs lo < hi, got {lo:g}:{hi:g}")
+        return lo, hi
+    return check_sparsity(sparsity)
+
+
 def parse_nm(pattern: str) -> tuple[int, int]:
     """Parse ``"N:M"`` (keep N of every M consecutive weights) into ``(N, M)``."""
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(pattern))

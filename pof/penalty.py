@@ -18,7 +18,12 @@ On the sphere ``||W||`` is fixed per unit, so the penalty cannot shrink a whole 
 moves energy from the pruned set to the kept one. Pruning then tilts each unit by
 ``cos = sqrt(1 - energy)``, which is what makes one-shot pruning harmless. With
 ``scope="global"`` the set ``P`` comes from one threshold over all layers and ``energy``
-is the pruned share of the total. See docs/method.md.
+is the pruned share of the total.
+
+A *range* ``sparsity=(lo, hi)`` prepares one model for every sparsity in it: the penalty
+is the mean of the terms for ``levels`` nested pruned sets ``P_lo ⊂ … ⊂ P_hi``, so the
+smallest weights (pruned at every level) are pushed hardest and the band that only the
+highest level removes is pushed least. See docs/method.md.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .masks import check_sparsity, compute_masks
+from .masks import check_range, compute_masks
 from .selection import select_weights
 
 FORMS = ("energy", "sine")
@@ -39,28 +44,32 @@ class PrunePenalty(nn.Module):
 
     Args:
         model: any module; the same layers as ``pof.prune`` are selected by default.
-        sparsity: target fraction of weights to prune, in [0, 1).
+        sparsity: target fraction of weights to prune, in [0, 1), or a range ``(lo, hi)``
+            (also ``"lo:hi"``) for a model meant to be pruned anywhere in it.
         scope: "layer" (each layer to ``sparsity``) or "global" (one threshold).
         weight: multiplier of the whole term.
         beta: weight of the margin term that keeps kept weights away from zero.
         margin: ``tau`` as a fraction of each layer's RMS weight.
         refresh_every: re-select the pruned set every this many calls (1 = every call).
         form: "energy" (pruned-energy fraction) or "sine" (its square root).
+        levels: with a range, the number of nested pruned sets (evenly spaced, ends
+            included).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        sparsity: float,
+        sparsity: float | tuple[float, float] | str,
         scope: str = "layer",
-        weight: float = 1.0,
+        weight: float = 20.0,
         beta: float = 0.1,
         margin: float = 0.5,
         refresh_every: int = 50,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         keep_first_conv: bool = True,
-        form: str = "energy",
+        form: str = "sine",
+        levels: int = 4,
     ) -> None:
         super().__init__()
         if scope not in ("layer", "global"):
@@ -70,7 +79,14 @@ class PrunePenalty(nn.Module):
         self.form = form
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
-        self.sparsity = check_sparsity(sparsity)
+        self.sparsity = check_range(sparsity)
+        if isinstance(self.sparsity, tuple):
+            if levels < 2:
+                raise ValueError(f"a sparsity range needs levels >= 2, got {levels}")
+            lo, hi = self.sparsity
+            self.levels = [lo + (hi - lo) * k / (levels - 1) for k in range(levels)]
+        else:
+            self.levels = [self.sparsity]
         self.scope, self.weight, self.beta, self.margin = scope, weight, beta, margin
         self.refresh_every = refresh_every
         self._targets = select_weights(model, include, exclude, keep_first_conv)
@@ -89,11 +105,20 @@ class PrunePenalty(nn.Module):
     def refresh(self, weights: list[Tensor] | None = None) -> None:
         """Re-select the pruned set from the current weight magnitudes."""
         ws = [w.detach() for w in (weights or self.weights())]
-        self._masks = compute_masks(ws, self.sparsity, self.scope, names=self.names)
+        if len(self.levels) == 1:
+            self._masks = compute_masks(ws, self.levels[0], self.scope, names=self.names)
+        else:  # how many levels prune each weight (0 = kept at every level)
+            depth = [torch.zeros_like(w, dtype=torch.uint8) for w in ws]
+            for s in self.levels:
+                for d, keep in zip(depth, compute_masks(ws, s, self.scope, names=self.names),
+                                   strict=True):
+                    d += ~keep
+            self._masks = depth
         self._flat_state(ws)
 
     def load_masks(self, masks: list[Tensor]) -> None:
-        """Use these keep-masks (e.g. from a checkpoint) until the next refresh."""
+        """Use these masks (e.g. from a checkpoint) until the next refresh: boolean keep-masks
+        for a single target, per-weight level counts (uint8) for a range."""
         ws = [w.detach() for w in self.weights()]
         self._masks = [m.to(w.device) for m, w in zip(masks, ws, strict=True)]
         self._flat_state(ws)
@@ -101,12 +126,20 @@ class PrunePenalty(nn.Module):
     def _flat_state(self, ws: list[Tensor]) -> None:
         # Everything below works on all layers at once, concatenated: a handful of large
         # ops instead of a dozen small ones per layer (the step overhead is in the launches).
-        keep = torch.cat([k.flatten() for k in self._masks])
+        flat = torch.cat([k.flatten() for k in self._masks])
+        if flat.dtype == torch.bool:  # single target: keep-mask
+            depth = (~flat).to(torch.uint8)
+        else:
+            depth = flat
+        # level k (ascending sparsity) prunes the weights with depth >= K - k
+        k_all = len(self.levels)
+        self._pruned_levels = torch.stack([(depth >= k_all - k) for k in range(k_all)]
+                                          ).to(ws[0].dtype)
+        keep = depth == 0
         sizes = torch.tensor([w.numel() for w in ws], device=keep.device)
         self._layer_id = torch.repeat_interleave(torch.arange(len(ws), device=keep.device),
                                                  sizes)
         self._keep = keep.to(ws[0].dtype)
-        self._pruned = 1 - self._keep
         self._sizes = sizes.to(ws[0].dtype)
         self._keep_count = torch.zeros(len(ws), dtype=ws[0].dtype, device=keep.device
                                        ).index_add_(0, self._layer_id, self._keep).clamp_min(1)
@@ -123,10 +156,11 @@ class PrunePenalty(nn.Module):
             self.load_masks(self._masks)
         flat = torch.cat([w.flatten() for w in ws])
         sq = flat * flat
-        pruned, total = self._per_layer(sq * self._pruned), self._per_layer(sq)
+        total = self._per_layer(sq)
+        pruned = torch.stack([self._per_layer(sq * p) for p in self._pruned_levels])
         if self.scope == "global":
-            pruned, total = pruned.sum(), total.sum()
-        frac = pruned / total.clamp_min(1e-12)
+            pruned, total = pruned.sum(1, keepdim=True), total.sum()
+        frac = pruned / total.clamp_min(1e-12)  # (levels, layers)
         # sine: sqrt with a floor so that the gradient stays finite at exactly zero energy
         energy = (frac.clamp_min(1e-12).sqrt() if form == "sine" else frac).mean()
         tau = (self.margin * (total.detach() / self._sizes).sqrt()).clamp_min(1e-12)
@@ -135,8 +169,18 @@ class PrunePenalty(nn.Module):
         return energy, margin
 
     def pruned_energy(self, weights: list[Tensor] | None = None) -> Tensor:
-        """Pruned-energy fraction (mean over layers, or of the total for global scope)."""
+        """Pruned-energy fraction (mean over layers, or of the total for global scope; with a
+        range, also over the levels)."""
         return self._terms(weights or self.weights())[0]
+
+    def level_energies(self) -> list[float]:
+        """Pruned-energy fraction at each level (ascending sparsity), from the current sets."""
+        ws = [w.detach() for w in self.weights()]
+        self._terms(ws)
+        flat = torch.cat([w.flatten() for w in ws])
+        sq = flat * flat
+        total = self._per_layer(sq).clamp_min(1e-12)
+        return [(self._per_layer(sq * p) / total).mean().item() for p in self._pruned_levels]
 
     def margin_term(self, weights: list[Tensor] | None = None) -> Tensor:
         """Mean over layers of the normalised squared shortfall of kept weights below tau."""
@@ -153,7 +197,8 @@ class PrunePenalty(nn.Module):
         return self.weight * (energy + self.beta * margin if self.beta else energy)
 
     def extra_repr(self) -> str:
-        return (f"sparsity={self.sparsity}, scope={self.scope!r}, weight={self.weight}, "
+        return (f"sparsity={self.sparsity}, levels={len(self.levels)}, scope={self.scope!r}, "
+                f"weight={self.weight}, "
                 f"beta={self.beta}, margin={self.margin}, refresh_every={self.refresh_every}, "
                 f"form={self.form!r}, "
                 f"layers={len(self.names)}")

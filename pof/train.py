@@ -38,11 +38,15 @@ from .checkpoint import (
     split,
 )
 from .data import load_dataset, make_loader
+from .gmp import GradualPruner
+from .masks import check_range
 from .models import create_model
 from .penalty import FORMS, L1Penalty, PrunePenalty
 from .sphere import sphere_layers, to_sphere
+from .subnet import SubnetSampler
 
-PENALTIES = ("none", "pof", "l1")
+PENALTIES = ("none", "pof", "l1", "gmp", "cram")
+SUBNETS = ("auto", "none", "split", "extra")
 SCHEDULES = ("cosine", "onecycle", "constant")
 
 
@@ -65,13 +69,18 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     penalty: str = "none"
-    sparsity: float = 0.5
-    penalty_weight: float = 1.0
+    sparsity: float | list[float] | str = 0.5  # a target, or a range "lo:hi" / [lo, hi]
+    penalty_weight: float = 20.0
     penalty_warmup: float = 0.0  # epochs over which the penalty weight ramps up from 0
     penalty_scope: str = "layer"
     penalty_refresh: int = 50
     penalty_beta: float = 0.1
-    penalty_form: str = "energy"
+    penalty_form: str = "sine"
+    penalty_levels: int = 4
+    subnet: str = "auto"
+    gmp_start: float = 0.0
+    gmp_end: float = 0.75
+    gmp_every: int = 100
     l1_weight: float = 1e-5
     sphere: bool | None = None  # default: on for penalty=pof
     cosine: bool = False
@@ -88,13 +97,20 @@ class TrainConfig:
 
     def check(self) -> TrainConfig:
         """Validate values; raise ValueError naming the bad one."""
-        from .masks import check_sparsity
-
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        check_sparsity(self.sparsity)
+        self.sparsity = check_range(self.sparsity)
+        if isinstance(self.sparsity, tuple):
+            self.sparsity = list(self.sparsity)  # YAML-friendly
+            if self.penalty in ("gmp", "l1", "none"):
+                raise ValueError(f"a sparsity range needs penalty pof or cram, not "
+                                 f"{self.penalty!r}; GMP trains for one target sparsity")
+        if self.subnet not in SUBNETS:
+            raise ValueError(f"subnet must be one of {SUBNETS}, got {self.subnet!r}")
+        if self.penalty == "gmp":
+            GradualPruner.check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
         if self.penalty_form not in FORMS:
             raise ValueError(f"penalty_form must be one of {FORMS}, got {self.penalty_form!r}")
         for k in ("epochs", "batch_size", "lr", "ckpt_every"):
@@ -131,9 +147,18 @@ FIELD_HELP = {
     "batch_size": "global batch size (split over DDP ranks)",
     "schedule": "learning-rate schedule: cosine, onecycle or constant",
     "warmup_epochs": "linear learning-rate warm-up",
-    "penalty": "none (standard), pof (sphere + pruning penalty) or l1",
-    "sparsity": "pof penalty's target sparsity, a fraction in [0, 1)",
+    "penalty": "training method: none (standard), pof (sphere + pruning penalty), l1, gmp "
+               "(gradual magnitude pruning) or cram (CrAM-style loss at a pruned point)",
+    "sparsity": "target sparsity, a fraction in [0, 1); pof and cram also take a range "
+                "lo:hi (one model for every sparsity in it)",
     "penalty_weight": "multiplier of the pof penalty",
+    "penalty_levels": "pof with a sparsity range: nested pruned sets the penalty acts on",
+    "subnet": "loss of the network pruned at a sampled sparsity: auto (split for a pof "
+              "range, extra for cram), none, split (half of each batch) or extra (a "
+              "second pass, twice the cost)",
+    "gmp_start": "gmp: fraction of training where pruning starts",
+    "gmp_end": "gmp: fraction of training where the target is reached (masks fixed after)",
+    "gmp_every": "gmp: recompute the masks every this many steps",
     "penalty_warmup": "epochs over which the penalty weight ramps up from 0",
     "penalty_scope": "layer or global",
     "penalty_refresh": "re-select the to-be-pruned weights every this many steps",
@@ -293,12 +318,14 @@ class _Run:
         self.model.to(self.device)
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.fmt)
+        self.steps_per_epoch = len(self._loader(0))
+        self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
         self.penalty = self._make_penalty()
+        self.gmp = self._make_gmp()
+        self.subnet, self.subnet_mode = self._make_subnet()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.nesterov and cfg.momentum > 0,
                                    weight_decay=cfg.weight_decay)
-        self.steps_per_epoch = len(self._loader(0))
-        self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
         self.step = 0
         self.metrics: list[dict] = []
         if resume:
@@ -320,10 +347,33 @@ class _Run:
         if cfg.penalty == "pof":
             return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
                                 beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
-                                exclude=ex, form=cfg.penalty_form)
+                                exclude=ex, form=cfg.penalty_form, levels=cfg.penalty_levels)
         if cfg.penalty == "l1":
             return L1Penalty(self.model, cfg.l1_weight, exclude=ex)
         return None
+
+    def _make_gmp(self) -> GradualPruner | None:
+        cfg = self.cfg
+        if cfg.penalty != "gmp":
+            return None
+        return GradualPruner(self.model, cfg.sparsity, self.total, cfg.gmp_start, cfg.gmp_end,
+                             cfg.gmp_every, cfg.penalty_scope, exclude=cfg.exclude or None)
+
+    def _make_subnet(self) -> tuple[SubnetSampler | None, str]:
+        cfg = self.cfg
+        mode = cfg.subnet
+        if mode == "auto":
+            ranged = isinstance(cfg.sparsity, list)
+            mode = {"cram": "extra", "pof": "split" if ranged else "none"}.get(cfg.penalty,
+                                                                              "none")
+        if mode == "none":
+            return None, mode
+        if self.world > 1:
+            raise ValueError("subnet training (a pof range, cram) runs in one process; "
+                             "DDP is not supported for it yet")
+        recover = "mean" if cfg.penalty == "pof" else "zero"
+        return SubnetSampler(self.model, cfg.sparsity, recover, cfg.seed,
+                             exclude=cfg.exclude or None), mode
 
     def _loader(self, epoch: int):
         dist_arg = (self.rank, self.world) if self.world > 1 else None
@@ -407,13 +457,14 @@ class _Run:
                 g["lr"] = lr_at(cfg, self.step, self.total, self.steps_per_epoch)
             self.opt.zero_grad(set_to_none=True)
             with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
-                out = model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                out, loss = self._forward_loss(model, x, y)
                 pen = self.penalty() * self.penalty_scale() if self.penalty is not None else None
                 total = loss if pen is None else loss + pen
             total.backward()
             self.opt.step()
             self.step += 1
+            if self.gmp is not None:
+                self.gmp.update(self.step)
             sums["loss"] += loss.item() * len(y)
             sums["penalty"] += (pen.item() if pen is not None else 0.0) * len(y)
             sums["correct"] += (out.argmax(1) == y).sum().item()
@@ -435,6 +486,24 @@ class _Run:
         return {"train_loss": sums["loss"] / n, "train_penalty": sums["penalty"] / n,
                 "train_acc": sums["correct"] / n}
 
+    def _forward_loss(self, model: nn.Module, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and task loss of one batch, with the pruned-subnetwork term if any."""
+        ls = self.cfg.label_smoothing
+        if self.subnet is None:
+            out = model(x)
+            return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
+        s = self.subnet.sample(self.step)
+        if self.subnet_mode == "split":  # half dense, half pruned: the cost of one pass
+            h = len(x) // 2
+            dense, pruned = model(x[:h]), self.subnet.forward(x[h:], s)
+            out = torch.cat([dense, pruned])
+            return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
+        out = model(x)  # extra: the whole batch dense and pruned (CrAM+), twice the cost
+        pruned = self.subnet.forward(x, s)
+        return out, (F.cross_entropy(out.float(), y, label_smoothing=ls)
+                     + F.cross_entropy(pruned.float(), y, label_smoothing=ls))
+
     def run(self) -> Path:
         cfg = self.cfg
         t0 = time.time()
@@ -452,6 +521,10 @@ class _Run:
                        "lr": self.opt.param_groups[0]["lr"], "time_s": round(time.time() - t0, 1)}
                 if isinstance(self.penalty, PrunePenalty):
                     rec["pruned_energy"] = self.penalty.pruned_energy().item()
+                    if len(self.penalty.levels) > 1:
+                        rec["level_energy"] = self.penalty.level_energies()
+                if self.gmp is not None:
+                    rec["gmp_sparsity"] = self.gmp.target(self.step)
                 self.metrics.append(rec)
                 with open(self.out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")

@@ -258,7 +258,7 @@ def test_mean_recovery_beats_zero_fill_on_biased_weights():
 
 def test_penalty_steps_reduce_pruned_energy():
     model = pof.to_sphere(SmallVGG())
-    penalty = pof.PrunePenalty(model, sparsity=0.7, refresh_every=5)
+    penalty = pof.PrunePenalty(model, sparsity=0.7, refresh_every=5, weight=1.0, form="energy")
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     start = penalty.pruned_energy().item()
     for _ in range(30):
@@ -295,7 +295,7 @@ def test_penalty_is_deterministic_differentiable_and_global():
 
 def test_sine_form_is_root_energy_and_reaches_lower_energy():
     model = pof.to_sphere(SmallVGG())
-    sine = pof.PrunePenalty(model, 0.9, form="sine", beta=0)
+    sine = pof.PrunePenalty(model, 0.9, form="sine", beta=0, weight=1.0)
     ws = sine.weights()
     masks = pof.compute_masks([w.detach() for w in ws], 0.9, "layer")
     expect = torch.stack([((w[~k] ** 2).sum() / (w**2).sum()).sqrt()
@@ -305,7 +305,7 @@ def test_sine_form_is_root_energy_and_reaches_lower_energy():
     for form in ("energy", "sine"):
         torch.manual_seed(0)
         model = pof.to_sphere(SmallVGG())
-        pen = pof.PrunePenalty(model, 0.9, form=form, refresh_every=5)
+        pen = pof.PrunePenalty(model, 0.9, form=form, refresh_every=5, weight=1.0)
         opt = torch.optim.SGD(model.parameters(), lr=0.2)
         for _ in range(200):  # the quadratic form slows down as the energy shrinks
             opt.zero_grad()

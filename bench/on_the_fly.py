@@ -1,0 +1,214 @@
+"""On the fly: one training for every sparsity, against GMP, CrAM-style and one-shot pruning.
+
+Every arm continues from the same converged standard ResNet-20 (../shared/pretrained) for
+the same B epochs (same schedule, augmentation, seed), then is swept one-shot at
+0/30/50/70/80/90% sparsity, zero fill and mean recovery, without and with BatchNorm
+re-estimation (20 x 128 unlabelled, unaugmented training images, no gradient steps):
+
+    python bench/on_the_fly.py                      # seed 0, then seed 1 (resumable)
+    python bench/on_the_fly.py --seeds 0 --arms standard,pof-range
+    python bench/on_the_fly.py --report-only        # rebuild docs/results/on_the_fly.*
+
+Every command is printed before it runs and logged with its wall time in
+OUT/commands.jsonl. A finished run (final.safetensors) is skipped, an interrupted one
+continues with ``--resume``: kill the script at any time and start it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PRETRAINED = SHARED / "pretrained" / "cifar10-resnet20-standard-e30-s0.safetensors"
+DATA = SHARED / "data" / "cifar10"
+SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
+BN_RECAL = 20
+RANGE = "0.3:0.9"
+
+# Each arm is the set of `pof train` options it adds to the common ones (flag: value).
+ARMS: dict[str, dict[str, str]] = {
+    "standard": {"penalty": "none"},
+    "gmp50": {"penalty": "gmp", "sparsity": "0.5"},
+    "gmp70": {"penalty": "gmp", "sparsity": "0.7"},
+    "gmp90": {"penalty": "gmp", "sparsity": "0.9"},
+    "pof50": {"penalty": "pof", "sparsity": "0.5"},
+    "pof70": {"penalty": "pof", "sparsity": "0.7"},
+    "pof90": {"penalty": "pof", "sparsity": "0.9"},
+    "pof-range": {"penalty": "pof", "sparsity": RANGE, "penalty-form": "energy",
+                  "penalty-weight": "5"},
+    "pof-range-nopen": {"penalty": "pof", "sparsity": RANGE, "penalty-weight": "0"},
+    "cram": {"penalty": "cram", "sparsity": RANGE},
+}
+# pof arms share the penalty settings of docs/results/cifar10.md (sine form, weight 20)
+POF_COMMON = {"penalty-warmup": "0.5", "penalty-refresh": "50"}
+ORDER = ("pof-range", "cram", "gmp70", "pof70", "standard", "gmp90", "pof90", "gmp50",
+         "pof50", "pof-range-nopen")
+
+
+def common(epochs: float, lr: float, seed: int) -> dict[str, str]:
+    """Options every arm shares: data, model, the continuation schedule, the seed."""
+    return {"model": "resnet20", "data": str(DATA), "init": str(PRETRAINED),
+            "epochs": f"{epochs:g}", "lr": f"{lr:g}", "batch-size": "128",
+            "weight-decay": "5e-4", "schedule": "cosine", "warmup-epochs": "0",
+            "gmp-end": "0.75", "gmp-every": "50", "workers": "0", "ckpt-every": "100",
+            "progress": "false", "seed": str(seed)}
+
+
+def flags(opts: dict[str, str]) -> list[str]:
+    return [x for k, v in opts.items() for x in (f"--{k}", v)]
+
+
+def run(cmd: list[str], log: Path) -> None:
+    """Run ``cmd`` (printed first) and append it and its wall time to ``log``."""
+    print("$ " + shlex.join(cmd), flush=True)
+    t = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    with open(log, "a") as f:
+        f.write(json.dumps({"cmd": shlex.join(cmd), "wall_s": round(time.time() - t, 1)})
+                + "\n")
+
+
+def pof(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pof", *args]
+
+
+def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
+    out = args.out / f"{arm}-s{seed}"
+    if not (out / "final.safetensors").is_file():
+        opts = {**common(args.epochs, args.lr, seed), **(POF_COMMON if "pof" in arm else {}),
+                **ARMS[arm], "out": str(out)}
+        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
+        run(pof("train", *flags(opts), *resume), log)
+    for name, extra in (("sweep", []), ("sweep-bn", ["--bn-recal", str(BN_RECAL)])):
+        if not (out / name / "sweep.json").is_file():
+            run(pof("sweep", str(out / "final.safetensors"), "--out", str(out / name),
+                    "--sparsities", ",".join(map(str, SPARSITIES)), *extra), log)
+    return out
+
+
+# ---------------------------------------------------------------- report
+def rows_of(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for d in sorted(args.out.glob("*-s*")):
+        arm, _, seed = d.name.rpartition("-s")
+        for name in ("sweep", "sweep-bn"):
+            p = d / name / "sweep.json"
+            if p.is_file():
+                m = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+                rows += [{**r, "arm": arm, "seed": int(seed), "bn": name == "sweep-bn",
+                          "train_s": m[-1]["time_s"]} for r in json.loads(p.read_text())]
+    return rows
+
+
+def deploy_cell(rows: list[dict], arm: str, s: float) -> list[float]:
+    """Per seed, top-1 % at ``s`` as deployed: mean fill + BatchNorm re-estimation (one
+    rule for every arm, chosen before the runs; the dense row is the model as trained)."""
+    by_seed = {r["seed"]: 100 * r["top1"] for r in rows
+               if r["arm"] == arm and r["bn"] and abs(r["sparsity"] - s) < 1e-9
+               and r["recover"] in ("mean", "dense")}
+    return [by_seed[k] for k in sorted(by_seed)]
+
+
+def cell(vals: list[float]) -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {(max(vals) - min(vals)) / 2:.2f}"
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = rows_of(args)
+    if not rows:
+        print("no finished runs yet")
+        return
+    ss = (0.0, *SPARSITIES)
+    arms = [a for a in ORDER if any(r["arm"] == a for r in rows)]
+    head = "| arm | " + " | ".join(f"{100 * s:g}%" for s in ss) + " |"
+    lines = [head, "|---|" + "---:|" * len(ss)]
+    for a in arms:
+        lines.append(f"| {a} | " + " | ".join(cell(deploy_cell(rows, a, s)) for s in ss) + " |")
+    detail = ["| arm | seed | fill | BN re-est. | " + " | ".join(f"{100 * s:g}%" for s in ss)
+              + " |", "|---|---:|---|---|" + "---:|" * len(ss)]
+    for a in arms:
+        for seed in sorted({r["seed"] for r in rows if r["arm"] == a}):
+            for rec in ("zero", "mean"):
+                for bn in (False, True):
+                    sel = [r for r in rows if r["arm"] == a and r["seed"] == seed and
+                           r["bn"] == bn and r["recover"] in (rec, "dense")]
+                    vals = {round(r["sparsity"], 3): r["top1"] for r in sel}
+                    detail.append(f"| {a} | {seed} | {rec} | {'yes' if bn else 'no'} | " +
+                                  " | ".join(f"{100 * vals[s]:.2f}" if s in vals else "–"
+                                             for s in ss) + " |")
+    stamp = (f"Generated by `python bench/on_the_fly.py` from {args.out} on "
+             f"{time.strftime('%Y-%m-%d')}; {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, torch threads default.")
+    text = "\n".join(["# On the fly: one training, every sparsity (generated tables)", "",
+                      stamp, "", "As deployed: mean fill + BatchNorm re-estimation "
+                      f"({BN_RECAL} x 128 training images, no labels) for every arm "
+                      "(test top-1 %, mean ± half-range over seeds):",
+                      "", *lines, "", "Every sweep row:", "", *detail, ""])
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "on_the_fly_tables.md").write_text(text)
+    (args.docs / "on_the_fly.json").write_text(json.dumps(rows, indent=1))
+    plot(rows, arms, ss, args.docs / "on_the_fly.png")
+    print(text)
+
+
+def plot(rows: list[dict], arms: list[str], ss: tuple[float, ...], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for a in arms:
+        ys = [statistics.mean(v) if (v := deploy_cell(rows, a, s)) else float("nan") for s in ss]
+        style = "-o" if a.startswith("pof-range") or a == "cram" else "--."
+        ax.plot([100 * s for s in ss], ys, style, label=a)
+    ax.set(xlabel="sparsity (%)", ylabel="CIFAR-10 test top-1 (%)", ylim=(10, 95),
+           title="ResNet-20: one model per arm, pruned one-shot at each sparsity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--arms", default=",".join(ORDER))
+    p.add_argument("--epochs", type=float, default=4, help="budget B of every arm")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "on_the_fly")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    if not args.report_only:
+        if not PRETRAINED.is_file():
+            sys.exit(f"missing {PRETRAINED}: the protocol starts from the shared pretrained "
+                     "ResNet-20 (see ../shared/pretrained/README.md)")
+        args.out.mkdir(parents=True, exist_ok=True)
+        unknown = set(args.arms.split(",")) - set(ARMS)
+        if unknown:
+            sys.exit(f"unknown arm(s) {sorted(unknown)}; known: {', '.join(ARMS)}")
+        for seed in map(int, args.seeds.split(",")):
+            for arm in args.arms.split(","):
+                train_arm(arm, seed, args, args.out / "commands.jsonl")
+                report(args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()

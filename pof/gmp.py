@@ -1,0 +1,91 @@
+"""Gradual magnitude pruning (Zhu & Gupta, 2017): the conventional baseline pof is measured
+against.
+
+The sparsity grows along a cubic schedule from 0 at ``start`` to ``sparsity`` at ``end``
+(both fractions of training); every ``every`` steps in between, the masks are recomputed
+from the magnitudes of the (already masked) weights, so a pruned weight stays pruned.
+After ``end`` the masks are fixed. The masks are ordinary :class:`pof.prune.PruneMask`
+parametrizations with zero fill, registered (all-ones) when the pruner is created, so a
+checkpoint saved at any point — and the final model — is a pruned model that
+``pof eval``, ``finetune``, ``export`` and ``sweep`` read like the output of ``pof prune``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .masks import check_sparsity
+from .prune import _mask_param, prune, pruned_layers, target_masks
+from .selection import select_weights
+
+
+def cubic_sparsity(step: int, total: int, sparsity: float, start: float, end: float) -> float:
+    """Zhu & Gupta's schedule: ``sparsity * (1 - (1 - p)^3)``, ``p`` the progress from
+    ``start`` to ``end`` (fractions of ``total`` steps), clamped to [0, 1]."""
+    t0, t1 = start * total, end * total
+    p = 1.0 if step >= t1 else max(0.0, (step - t0) / max(t1 - t0, 1e-9))
+    return sparsity * (1 - (1 - p) ** 3)
+
+
+class GradualPruner:
+    """Masks that follow the cubic schedule; call :meth:`update` once per training step.
+
+    Args:
+        model: the model to prune (plain weights; the same layers as ``pof.prune``).
+        sparsity: final sparsity in [0, 1).
+        total_steps: training length in steps.
+        start, end: fractions of training where pruning starts and reaches ``sparsity``.
+        every: recompute the masks every this many steps (and at ``end``).
+        scope: "layer" or "global".
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sparsity: float,
+        total_steps: int,
+        start: float = 0.0,
+        end: float = 0.75,
+        every: int = 100,
+        scope: str = "layer",
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        keep_first_conv: bool = True,
+    ) -> None:
+        self.sparsity = check_sparsity(sparsity)
+        self.check_schedule(start, end, every)
+        self.total, self.start, self.end, self.every = total_steps, start, end, every
+        self.scope = scope
+        if not pruned_layers(model):  # resumed runs already carry their masks
+            prune(model, 0.0, scope=scope, include=include, exclude=exclude,
+                  keep_first_conv=keep_first_conv)
+        self.targets = [t for t in select_weights(model, include, exclude, keep_first_conv)
+                        if _mask_param(t.module, t.attr) is not None]
+
+    @staticmethod
+    def check_schedule(start: float, end: float, every: int) -> None:
+        """Raise ``ValueError`` unless ``0 <= start < end <= 1`` and ``every >= 1``."""
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"GMP needs 0 <= start < end <= 1 (fractions of training), "
+                             f"got start={start:g}, end={end:g}")
+        if every < 1:
+            raise ValueError(f"GMP update interval must be >= 1 step, got {every}")
+
+    def target(self, step: int) -> float:
+        """The sparsity the schedule asks for at ``step``."""
+        return cubic_sparsity(step, self.total, self.sparsity, self.start, self.end)
+
+    @torch.no_grad()
+    def update(self, step: int) -> bool:
+        """Recompute the masks if ``step`` is an update step; True if they changed."""
+        t0, t1 = round(self.start * self.total), round(self.end * self.total)
+        if step < t0 or step > t1 or ((step - t0) % self.every and step != t1):
+            return False
+        # from the masked weights (pruned ones are 0); q/k/v blocks prune separately
+        masks = target_masks(self.targets, self.target(step), self.scope)
+        for t, mask in zip(self.targets, masks, strict=True):
+            _mask_param(t.module, t.attr).mask.copy_(mask)
+        return True

@@ -1,0 +1,103 @@
+"""Train the network pruned at a sampled sparsity: the loss term behind "one model, any sparsity".
+
+:class:`SubnetSampler` runs the model with its selected layers magnitude-pruned at a
+sparsity ``s`` (layer-wise, as ``pof.prune`` would, zero or mean fill); the gradient passes
+straight through to all weights — the gradient at the pruned point applied to the dense
+weights, as CrAM does. BatchNorm running statistics keep tracking the dense network
+(re-estimate them at deploy time with :func:`pof.recalibrate_bn`).
+
+Two uses, both in :mod:`pof.train`:
+- ``subnet="split"`` (pof range): each batch is split in two halves, one through the dense
+  network and one through the network pruned at a sampled sparsity — the same compute as a
+  plain step;
+- ``subnet="extra"`` (CrAM-style comparator): the whole batch through both, twice the cost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .bn_recal import batchnorms
+from .masks import _prune_lowest, check_range
+from .prune import RECOVER
+from .selection import select_layers
+
+
+def straight_through_prune(w: Tensor, sparsity: float, recover: str = "zero") -> Tensor:
+    """``w`` magnitude-pruned at ``sparsity`` (exact count) in the forward pass, with the
+    identity as its gradient: the gradient at the pruned point reaches every weight."""
+    a = w.detach().abs().flatten()
+    keep = _prune_lowest(a, round(sparsity * a.numel())).view_as(w).to(w.dtype)
+    target = w * keep
+    if recover == "mean":
+        drop = 1 - keep
+        mean = (w * drop).flatten(1).sum(1) / drop.flatten(1).sum(1).clamp_min(1)
+        target = target + drop * mean.view(-1, *([1] * (w.dim() - 1)))
+    return w + (target - w).detach()
+
+
+class SubnetSampler:
+    """Forward passes of ``model`` pruned at a sampled sparsity, straight-through.
+
+    ``sample(step)`` is deterministic in ``(seed, step)``: the highest sparsity on odd
+    steps, a uniform draw from the range on even ones (the "sandwich rule" of slimmable
+    networks: the hardest subnetwork is trained every other step). The model itself is
+    not changed: each selected layer runs once with its pruned weight passed in.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sparsity: tuple[float, float] | float | str,
+        recover: str = "zero",
+        seed: int = 0,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        keep_first_conv: bool = True,
+    ) -> None:
+        rng = check_range(sparsity)
+        self.lo, self.hi = rng if isinstance(rng, tuple) else (rng, rng)
+        if recover not in RECOVER:
+            raise ValueError(f"recover must be one of {RECOVER}, got {recover!r}")
+        self.recover, self.seed, self.model = recover, seed, model
+        self.layers = select_layers(model, include, exclude, keep_first_conv)
+
+    def sample(self, step: int) -> float:
+        """The sparsity trained at ``step``."""
+        if step % 2:
+            return self.hi
+        return random.Random(self.seed * 1_000_003 + step).uniform(self.lo, self.hi)
+
+    def forward(self, x: Tensor, sparsity: float) -> Tensor:
+        """``model(x)`` with every selected layer pruned at ``sparsity`` (straight-through).
+
+        BatchNorm running statistics are left alone (they keep tracking the dense network;
+        re-estimate them at deploy time with :func:`pof.recalibrate_bn`).
+        """
+        bns = batchnorms(self.model)
+        momenta = [b.momentum for b in bns]
+        for b in bns:
+            b.momentum = 0.0
+        for _, m in self.layers:
+            m.forward = _forward_with(m, straight_through_prune(m.weight, sparsity,
+                                                                self.recover))
+        try:
+            return self.model(x)
+        finally:
+            for _, m in self.layers:
+                del m.forward  # back to the class's forward
+            for b, mo in zip(bns, momenta, strict=True):
+                b.momentum = mo
+
+
+def _forward_with(m: nn.Module, w: Tensor):
+    """``m``'s forward with weight ``w`` (hooks still run: they live in ``__call__``)."""
+    if isinstance(m, nn.Conv2d):
+        return lambda x: m._conv_forward(x, w, m.bias)
+    if isinstance(m, nn.Linear):
+        return lambda x: F.linear(x, w, m.bias)
+    raise TypeError(f"subnet training supports Conv2d and Linear layers, not {type(m).__name__}")
