@@ -8,7 +8,7 @@ from torch import nn
 
 import pof
 from pof.checkpoint import apply_structure, load_checkpoint, save_checkpoint, split
-from pof.selection import select_weights
+from pof.selection import _raw_param, select_weights
 
 
 class Conv1dNet(nn.Module):
@@ -262,3 +262,27 @@ def test_vit_checkpoint_roundtrip_sphere_pruned_and_folded(tmp_path):
         fresh.load_state_dict(split(tensors, "model"))
         with torch.no_grad():
             torch.testing.assert_close(_run(fresh.eval(), x), ref, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["vit_tiny", "gpt2"])
+@pytest.mark.parametrize("sphere", [False, True])
+def test_subnet_forward_equals_pruned_model_and_leaves_it_alone(kind, sphere):
+    from pof.subnet import SubnetSampler
+
+    model, x = _build(kind)
+    if sphere:
+        pof.to_sphere(model)
+    sampler = SubnetSampler(model, (0.3, 0.9), recover="mean")
+    with torch.no_grad():
+        dense = _run(model, x)
+        sub = sampler.forward(x, 0.6)
+        torch.testing.assert_close(_run(model, x), dense)  # weights back in place
+        pof.prune(model, 0.6, recover="mean")
+        torch.testing.assert_close(sub.logits if hasattr(sub, "logits") else sub,
+                                   _run(model, x), atol=1e-5, rtol=1e-5)
+    pof.unprune(model)
+    out = sampler.forward(x, 0.6)
+    (out.logits if hasattr(out, "logits") else out).sum().backward()
+    for t in select_weights(model):  # straight through: every selected weight gets a gradient
+        raw = _raw_param(t.module, t.attr)
+        assert raw.grad is not None and raw.grad.abs().sum() > 0, t.key
