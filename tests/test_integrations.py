@@ -25,12 +25,17 @@ def _selected(model):
     return [r for r in pof.sparsity_report(model).layers if r.dense is None]
 
 
-def test_readme_hf_snippet(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("transformers")
-    monkeypatch.chdir(tmp_path)
+def _run_snippet(marker: str, module: str, where: Path, monkeypatch, capsys):
+    """Run the README block that mentions ``marker`` in ``where``: (namespace, stdout)."""
+    pytest.importorskip(module)
+    monkeypatch.chdir(where)
     ns: dict = {}
-    exec(compile(_snippet("PofTrainer"), "README.md", "exec"), ns)
-    out = capsys.readouterr().out
+    exec(compile(_snippet(marker), "README.md", "exec"), ns)
+    return ns, capsys.readouterr().out
+
+
+def test_readme_hf_snippet(tmp_path, monkeypatch, capsys):
+    ns, out = _run_snippet("PofTrainer", "transformers", tmp_path, monkeypatch, capsys)
     assert re.search(r"attention\.self\.query\.weight: +70\.00% of +4,096 zero\n", out)
     assert "(dense: embedding, left out by default" in out
     logs = [r for r in ns["trainer"].state.log_history if "loss" in r]
@@ -40,11 +45,7 @@ def test_readme_hf_snippet(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_lightning_snippet(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("lightning")
-    monkeypatch.chdir(tmp_path)
-    ns: dict = {}
-    exec(compile(_snippet("PofCallback"), "README.md", "exec"), ns)
-    out = capsys.readouterr().out
+    ns, out = _run_snippet("PofCallback", "lightning", tmp_path, monkeypatch, capsys)
     assert "net.2.weight:  70.00% of       4,096 zero" in out
     metrics = ns["trainer"].callback_metrics
     assert metrics["pof_penalty"] > 0 and "pruned_energy" in metrics
