@@ -114,6 +114,14 @@ def _recal_fn(data: str, batches: int, batch_size: int):
         model, make_loader(ds, batch_size, train=True, augment=False, seed=0), batches)
 
 
+def _check_bn_recal(model, args: argparse.Namespace, ckpt: str) -> None:
+    """``--bn-recal`` needs BatchNorm layers: say so before any work."""
+    from .bn_recal import batchnorms
+
+    if args.bn_recal and not batchnorms(model):
+        raise ValueError(f"--bn-recal: {ckpt} has no BatchNorm layers to re-estimate")
+
+
 def _load(path: str, device: str):
     """``(model on device, metadata)`` from a checkpoint; checks the device first."""
     from .checkpoint import model_from_checkpoint
@@ -138,6 +146,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if args.sparsity is not None:
         check_sparsity(args.sparsity)  # before the (slow) load
     model, meta, _ = _load(args.checkpoint, args.device)
+    _check_bn_recal(model, args, args.checkpoint)
+    lo_hi = (meta.get("config") or {}).get("sparsity")
+    if isinstance(lo_hi, list) and args.sparsity is not None and not (
+            lo_hi[0] - 1e-9 <= args.sparsity <= lo_hi[1] + 1e-9):
+        print(f"pof prune: note: {args.checkpoint} was trained for sparsities "
+              f"{lo_hi[0]:g}-{lo_hi[1]:g}; {args.sparsity:g} is outside that range")
     prune(model, args.sparsity, scope=args.scope, pattern=args.pattern, recover=args.recover,
           exclude=args.exclude or None)
     if args.bn_recal:
@@ -174,17 +188,16 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .prune import pruned_layers, remove
     from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
-    from .sweep import parse_sparsities, sweep
+    from .sweep import bake_masks, parse_sparsities, sweep
 
     sparsities = parse_sparsities(args.sparsities)
     out = Path(args.out)
     rows, models = [], {}
     for ckpt in args.checkpoints:
         model, meta, dev = _load(ckpt, args.device)
-        if pruned_layers(model):  # e.g. a GMP run: sweep its (fixed) zeros as weights
-            remove(model)
+        bake_masks(model)  # a GMP run: its zeros stay, the sweep prunes further from there
+        _check_bn_recal(model, args, ckpt)
         label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
         data = _data_source(args, meta)
         evaluate = _eval_fn(data, args.batch_size, True, dev)

@@ -1,8 +1,10 @@
-"""``pof demo``: standard vs pof training on scikit-learn's digits, then a pruning sweep.
+"""``pof demo``: pof against gradual magnitude pruning on scikit-learn's digits, then a sweep.
 
-Offline (the data ships with scikit-learn). Trains the same small CNN twice with the same
-budget and seed — once plainly, once on the sphere with the pof penalty — then prunes both
-one-shot at several sparsities with zero and mean recovery, prints the table and writes
+Offline (the data ships with scikit-learn). Trains the same small CNN five times with the
+same budget and seed — plainly, with GMP to 80%, with pof for 80%, with pof for the range
+30–90% (one model for every sparsity) and CrAM-style for the same range — then prunes each
+one-shot at several sparsities with zero and mean recovery, re-estimates BatchNorm
+statistics from 8 unlabelled training batches (as deployment would), prints the table and writes
 ``sweep.png`` and ``weights.png``.
 """
 
@@ -14,28 +16,32 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .bn_recal import recalibrate_bn
 from .checkpoint import model_from_checkpoint
 from .data import load_dataset, make_loader
 from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
-from .sweep import sweep
+from .sweep import bake_masks, sweep
 from .train import TrainConfig, evaluate, train
 
 TARGET = 0.8
+RANGE = "0.3:0.9"
 SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 
 def demo_configs(out: Path, quick: bool, seed: int,
                  device: str = "auto") -> dict[str, TrainConfig]:
-    """The two arms: identical budget, schedule, data order and seed."""
-    common = dict(model="small_cnn", data="digits", epochs=2 if quick else 30,
+    """The arms: identical budget, schedule, data order and seed."""
+    common = dict(model="small_cnn", data="digits", epochs=2 if quick else 15,
                   batch_size=64, lr=0.1, weight_decay=5e-4, seed=seed, workers=0,
                   ckpt_every=10_000, progress=False, device=device)
-    return {
-        "standard": TrainConfig(**common, out=str(out / "standard"), penalty="none"),
-        "pof": TrainConfig(**common, out=str(out / "pof"), penalty="pof", sparsity=TARGET,
-                           penalty_weight=5.0, penalty_warmup=0 if quick else 5,
-                           penalty_refresh=20),
-    }
+    pof = dict(penalty="pof", penalty_weight=5.0, penalty_warmup=0 if quick else 3,
+               penalty_refresh=20)
+    arms = {"standard": dict(penalty="none"),
+            "gmp": dict(penalty="gmp", sparsity=TARGET, gmp_every=10),
+            "pof": dict(pof, sparsity=TARGET),
+            "pof-range": dict(pof, sparsity=RANGE, penalty_form="energy"),
+            "cram": dict(penalty="cram", sparsity=RANGE)}
+    return {k: TrainConfig(**common, **v, out=str(out / k)) for k, v in arms.items()}
 
 
 def _final_acc(run: Path) -> float:
@@ -52,7 +58,7 @@ def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0,
     dev = resolve_device(device)
     configs = demo_configs(out, quick, seed, str(dev))
     print(f"pof demo: small CNN on scikit-learn digits, {configs['pof'].epochs:g} epochs per "
-          f"arm, pof target sparsity {TARGET:g}, seed {seed}")
+          f"arm, GMP and pof target sparsity {TARGET:g}, range {RANGE}, seed {seed}")
     epochs = int(configs["pof"].epochs)
     with tqdm(total=epochs * len(configs), desc="training", unit="epoch") as bar:
         for name, cfg in configs.items():
@@ -67,15 +73,22 @@ def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0,
                        f"{100 * _final_acc(Path(cfg.out)):.2f}%")
     test = load_dataset("digits", "test", progress=False)
     loader = make_loader(test, 512, train=False)
+    train_set = load_dataset("digits", "train", progress=False)
+
+    def recal(model) -> None:  # BatchNorm re-estimation: 8 unlabelled batches, no gradients
+        recalibrate_bn(model, make_loader(train_set, 64, train=True, augment=False, seed=0), 8)
+
     sparsities = SPARSITIES[1::2] if quick else SPARSITIES
     rows, models = [], {}
     for name, cfg in configs.items():
         model, _ = model_from_checkpoint(Path(cfg.out) / "final.safetensors")
-        rows += sweep(model.to(dev), lambda m: evaluate(m, loader, dev), sparsities,
-                      label=name, progress=False)
+        bake_masks(model.to(dev))  # on the device, masks made permanent
+        rows += sweep(model, lambda m: evaluate(m, loader, dev), sparsities, label=name,
+                      progress=False, recalibrate=recal)
         models[name] = model
     table = markdown_table(rows)
-    print("\ntest accuracy (%) after one-shot pruning, no retraining:\n")
+    print("\ntest accuracy (%) after one-shot pruning and BatchNorm re-estimation, no "
+          "retraining:\n")
     print(table)
     (out / "sweep.md").write_text(table + "\n")
     write_json(rows, out / "sweep.json")

@@ -78,7 +78,8 @@ def sparsity_report(
 
     ``include``/``exclude``/``keep_first_conv`` are the selection the model was pruned
     with (they only shape the reasons). For a mean-recovered weight the masked entries
-    count as zeros: they are stored as zeros once folded (see ``pof.remove``).
+    count as zeros: they are stored as zeros once folded (see ``pof.remove``); kept
+    entries that are zero count too.
     """
     from .prune import _mask_param, pruned_layers  # local: avoid a cycle at import time
 
@@ -90,7 +91,8 @@ def sparsity_report(
             m = mods[info.name]
             w = getattr(m, info.attr)
             p = _mask_param(m, info.attr)
-            zeros = int((~p.mask).sum()) if p is not None else int((w == 0).sum())
+            zero = w == 0
+            zeros = int((~p.mask | zero).sum()) if p is not None else int(zero.sum())
             dense = None if p is not None else info.reason
             if dense is None and p is None and any_pruned:
                 dense = "not pruned"

@@ -15,9 +15,17 @@ from tqdm import tqdm
 
 from .bn_recal import preserved_bn_stats
 from .masks import check_sparsity
-from .prune import RECOVER, prune, pruned_layers, unprune
+from .prune import RECOVER, prune, pruned_layers, remove, unprune
 from .selection import select_weights
 from .sparsity import SparsityReport, sparsity_report
+
+
+def bake_masks(model: nn.Module) -> nn.Module:
+    """Make a pruned model's masks permanent (e.g. a GMP run's) so a sweep can prune it
+    further; an unpruned model is returned as it is."""
+    if pruned_layers(model):
+        remove(model)
+    return model
 
 
 def _measured_sparsity(model: nn.Module, names: set[str]) -> float:

@@ -113,6 +113,8 @@ class TrainConfig:
             GradualPruner.check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
         if self.penalty_form not in FORMS:
             raise ValueError(f"penalty_form must be one of {FORMS}, got {self.penalty_form!r}")
+        if not self.penalty_weight >= 0:
+            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight!r}")
         for k in ("epochs", "batch_size", "lr", "ckpt_every"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
@@ -344,7 +346,7 @@ class _Run:
     def _make_penalty(self) -> nn.Module | None:
         cfg = self.cfg
         ex = cfg.exclude or None
-        if cfg.penalty == "pof":
+        if cfg.penalty == "pof" and cfg.penalty_weight > 0:  # weight 0: sphere (+ subnet) only
             return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
                                 beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
                                 exclude=ex, form=cfg.penalty_form, levels=cfg.penalty_levels)
@@ -442,7 +444,6 @@ class _Run:
         model.train()
         loader = self._loader(epoch)
         skip = self.step - epoch * self.steps_per_epoch
-        amp = cfg.amp and self.device.type == "cuda"
         sums = {"loss": 0.0, "penalty": 0.0, "correct": 0, "n": 0}
         bar = tqdm(total=self.steps_per_epoch, initial=skip, disable=not (cfg.progress and
                    self.main), desc=f"epoch {epoch + 1}/{math.ceil(cfg.epochs)}", leave=False)
@@ -451,20 +452,7 @@ class _Run:
                 continue  # resuming mid-epoch: same batches, same augmentation
             if self.step >= self.total:
                 break
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-            y = y.to(self.device, non_blocking=True)
-            for g in self.opt.param_groups:
-                g["lr"] = lr_at(cfg, self.step, self.total, self.steps_per_epoch)
-            self.opt.zero_grad(set_to_none=True)
-            with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
-                out, loss = self._forward_loss(model, x, y)
-                pen = self.penalty() * self.penalty_scale() if self.penalty is not None else None
-                total = loss if pen is None else loss + pen
-            total.backward()
-            self.opt.step()
-            self.step += 1
-            if self.gmp is not None:
-                self.gmp.update(self.step)
+            out, loss, pen = self.train_step(x, y)
             sums["loss"] += loss.item() * len(y)
             sums["penalty"] += (pen.item() if pen is not None else 0.0) * len(y)
             sums["correct"] += (out.argmax(1) == y).sum().item()
@@ -485,6 +473,27 @@ class _Run:
         n = max(sums["n"], 1)
         return {"train_loss": sums["loss"] / n, "train_penalty": sums["penalty"] / n,
                 "train_acc": sums["correct"] / n}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on a batch: ``(logits, task loss, penalty or None)``."""
+        cfg = self.cfg
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        y = y.to(self.device, non_blocking=True)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(cfg, self.step, self.total, self.steps_per_epoch)
+        self.opt.zero_grad(set_to_none=True)
+        amp = cfg.amp and self.device.type == "cuda"
+        with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+            out, loss = self._forward_loss(self.ddp, x, y)
+            pen = self.penalty() * self.penalty_scale() if self.penalty is not None else None
+            total = loss if pen is None else loss + pen
+        total.backward()
+        self.opt.step()
+        self.step += 1
+        if self.gmp is not None:
+            self.gmp.update(self.step)
+        return out, loss, pen
 
     def _forward_loss(self, model: nn.Module, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

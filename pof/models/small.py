@@ -8,12 +8,14 @@ from torch import Tensor, nn
 class SmallCNN(nn.Module):
     """conv-bn-relu x3 (the last two at double width) + global pool + linear head."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32,
+                 norm: bool = True) -> None:
         super().__init__()
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=not norm),
+                                 nn.BatchNorm2d(cout) if norm else nn.Identity(),
+                                 nn.ReLU(inplace=True))
 
         w = width
         self.features = nn.Sequential(block(in_channels, w, 1), block(w, 2 * w, 1),
@@ -25,6 +27,7 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> SmallCNN:
-    """The demo network (about 0.13M parameters at width 32)."""
-    return SmallCNN(num_classes, in_channels, width)
+def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32,
+              norm: bool = True) -> SmallCNN:
+    """The demo network (about 0.13M parameters at width 32; ``norm=False``: no BatchNorm)."""
+    return SmallCNN(num_classes, in_channels, width, norm)
