@@ -64,6 +64,7 @@ class GradualPruner:
                   keep_first_conv=keep_first_conv)
         self.targets = [t for t in select_weights(model, include, exclude, keep_first_conv)
                         if _mask_param(t.module, t.attr) is not None]
+        self.layers = [(t.name, t.module) for t in self.targets]  # (name, module) pairs
 
     @staticmethod
     def check_schedule(start: float, end: float, every: int) -> None:
