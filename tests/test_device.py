@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -35,25 +37,19 @@ def test_every_model_command_takes_device(argv):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("dev") / "run"
-    assert main(["train", "--model", "small_cnn", "--data", "digits", "--epochs", "0.2",
+    assert main(["train", "--model", "small_cnn", "--data", "digits", "--max-steps", "2",
                  "--penalty", "pof", "--out", str(out), "--device", "cpu",
                  "--progress", "false"]) == 0
-    return out / "final.safetensors"
+    return out / "last.safetensors"
 
 
-def test_cpu_path_of_every_command(ckpt, tmp_path, capsys):
+def test_cpu_path_runs_and_records_the_device(ckpt, tmp_path, capsys):
+    assert "device: cpu" in (ckpt.parent / "config.yaml").read_text()
     assert main(["eval", str(ckpt), "--device", "cpu"]) == 0
-    top1 = capsys.readouterr().out.split()[1]
+    assert re.match(r"top1 \d+\.\d\d%", capsys.readouterr().out)
     assert main(["prune", str(ckpt), "--sparsity", "0.5", "--bn-recal", "2", "--out",
                  str(tmp_path / "p"), "--device", "cpu"]) == 0
     assert "global:" in capsys.readouterr().out
-    assert main(["sweep", str(ckpt), "--sparsities", "0.5", "--out", str(tmp_path / "s"),
-                 "--device", "cpu"]) == 0
-    assert (tmp_path / "s" / "sweep.json").is_file()
-    assert main(["finetune", str(tmp_path / "p" / "pruned.safetensors"), "--epochs", "0.2",
-                 "--out", str(tmp_path / "ft"), "--device", "cpu", "--progress", "false"]) == 0
-    assert "device: cpu" in (tmp_path / "ft" / "config.yaml").read_text()
-    assert top1.endswith("%")
 
 
 @pytest.mark.skipif(CUDA, reason="checks the error on a machine without CUDA")
