@@ -21,7 +21,15 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .masks import check_sparsity, compute_masks, parse_nm
-from .selection import Target, from_units, replace_module, select_weights, to_units, unit_view
+from .selection import (
+    Target,
+    from_units,
+    is_hf_conv1d,
+    replace_module,
+    select_weights,
+    to_units,
+    unit_view,
+)
 
 RECOVER = ("zero", "mean")
 MEAN_SCOPES = ("unit", "layer")
@@ -360,8 +368,7 @@ def folded_class(base: type) -> type:
     for cls, mixin in _FOLDED_MIXINS:
         if issubclass(base, cls):
             return type(f"Folded{base.__name__}", (mixin, base), {})
-    if any(c.__name__ == "Conv1D" and c.__module__.startswith("transformers")
-           for c in base.__mro__):
+    if is_hf_conv1d(base):
         return type(f"Folded{base.__name__}", (_FoldedLastDimMixin, base), {})
     raise ValueError(f"pof cannot fold a {base.__name__} with mean recovery")
 

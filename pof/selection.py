@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvTransposeNd
+from torch.nn.utils import parametrize
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
             nn.ConvTranspose3d, nn.Linear)
@@ -53,6 +54,7 @@ class Target:
         return list(u.chunk(self.groups, 0)) if self.groups > 1 else [u]
 
     def piece_names(self) -> list[str]:
+        """Names of :meth:`pieces`: the key, or ``key[q]``, ``key[k]``, ``key[v]``."""
         if self.groups == 3:
             return [f"{self.key}[{g}]" for g in "qkv"]
         if self.groups > 1:
@@ -77,10 +79,12 @@ def unit_view(v: Tensor, w: Tensor, unit_dim: int = 0) -> Tensor:
     return v.view(shape)
 
 
-def is_hf_conv1d(m: nn.Module) -> bool:
-    """True for Hugging Face's ``transformers.pytorch_utils.Conv1D`` (a transposed Linear)."""
+def is_hf_conv1d(m: nn.Module | type) -> bool:
+    """True for Hugging Face's ``transformers.pytorch_utils.Conv1D`` (a transposed Linear),
+    an instance or a class, without importing transformers."""
+    cls = m if isinstance(m, type) else type(m)
     return any(c.__name__ == "Conv1D" and c.__module__.startswith("transformers")
-               for c in type(m).__mro__)
+               for c in cls.__mro__)
 
 
 def unit_dim_of(m: nn.Module, attr: str = "weight") -> int:
@@ -91,7 +95,8 @@ def unit_dim_of(m: nn.Module, attr: str = "weight") -> int:
 
 
 def _candidate(name: str, m: nn.Module) -> tuple[Target | None, str | None]:
-    """``(target, None)`` for a supported weight; ``(None, reason)`` for a known dense one."""
+    """``(target, None)`` for a supported weight; ``(None, reason)`` for one pof leaves
+    dense (an embedding's reason applies unless a pattern selects it)."""
     if isinstance(m, _ConvTransposeNd):
         if m.groups != 1:
             return None, "unsupported: grouped ConvTranspose (units span groups)"
@@ -111,8 +116,6 @@ def _candidate(name: str, m: nn.Module) -> tuple[Target | None, str | None]:
 
 
 def _is_parametrized(m: nn.Module, attr: str) -> bool:
-    from torch.nn.utils import parametrize
-
     return parametrize.is_parametrized(m, attr)
 
 
