@@ -388,22 +388,33 @@ def _plain_copy(module: nn.Module, attr: str, w: Tensor) -> nn.Module:
     return new
 
 
+def _folded_attention_class(mha: nn.MultiheadAttention) -> type:
+    cls = type(mha)
+    if issubclass(cls, FoldedMultiheadAttention):
+        return cls
+    if not parametrize.is_parametrized(mha):
+        return FoldedMultiheadAttention
+    # in_proj still parametrized (on the sphere): a per-module class like parametrize's own,
+    # with its weight properties, on top of the folded class (removing the last
+    # parametrization then leaves a plain FoldedMultiheadAttention)
+    dct = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    return type(f"ParametrizedFolded{cls.__bases__[0].__name__}",
+                (FoldedMultiheadAttention,), dct)
+
+
 def as_folded_attention(mha: nn.MultiheadAttention, mean: Tensor | None = None,
                         ) -> FoldedMultiheadAttention:
-    """``mha`` (plain in_proj) as a :class:`FoldedMultiheadAttention` with ``mean``."""
+    """``mha`` turned, in place, into a :class:`FoldedMultiheadAttention` with ``mean``
+    (default zeros) added to its q/k/v projections."""
     if mha.bias_k is not None or mha.add_zero_attn or not mha._qkv_same_embed_dim:
         raise ValueError("pof cannot fold a MultiheadAttention with add_bias_kv, "
                          "add_zero_attn or kdim/vdim != embed_dim")
-    if isinstance(mha, FoldedMultiheadAttention):
-        new = mha
-    else:
-        new = FoldedMultiheadAttention.__new__(FoldedMultiheadAttention)
-        new.__dict__.update(mha.__dict__)
+    mha.__class__ = _folded_attention_class(mha)
     if mean is None:
         mean = mha.in_proj_weight.new_zeros(3 * mha.embed_dim)
-    new.register_buffer("recovery_mean", mean.detach().clone())
-    _no_fused_path(new)
-    return new
+    mha.register_buffer("recovery_mean", mean.detach().clone())
+    _no_fused_path(mha)
+    return mha
 
 
 def _identity_pre_hook(module: nn.Module, args: tuple) -> None:

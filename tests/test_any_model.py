@@ -286,3 +286,22 @@ def test_subnet_forward_equals_pruned_model_and_leaves_it_alone(kind, sphere):
     for t in select_weights(model):  # straight through: every selected weight gets a gradient
         raw = _raw_param(t.module, t.attr)
         assert raw.grad is not None and raw.grad.abs().sum() > 0, t.key
+
+
+def test_fold_with_attention_in_proj_left_on_the_sphere(tmp_path):
+    model, x = _build("vit_tiny")
+    pof.to_sphere(model)
+    pof.prune(model, 0.5, recover="mean", exclude="*.in_proj_weight")
+    with torch.no_grad():
+        ref = _run(model, x)
+        pof.remove(model)  # out_proj folded: the attention must call it as a module
+        attn = model.encoder.layers[0].self_attn
+        assert isinstance(attn, pof.FoldedMultiheadAttention) and pof.is_sphere(attn)
+        torch.testing.assert_close(_run(model, x), ref, atol=1e-5, rtol=1e-5)
+        tensors, meta = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", model, {}))
+        fresh = apply_structure(vit(), meta["structure"])
+        fresh.load_state_dict(split(tensors, "model"))
+        torch.testing.assert_close(_run(fresh.eval(), x), ref, atol=1e-5, rtol=1e-5)
+        pof.from_sphere(model)
+        assert type(attn) is pof.FoldedMultiheadAttention
+        torch.testing.assert_close(_run(model, x), ref, atol=1e-5, rtol=1e-5)
