@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .channel_widths import apply_widths
 from .prune import FoldedConv2d, FoldedLinear, PruneMask, fold
 from .selection import replace_module
 from .sphere import UnitSphere, _cosine_hook
@@ -35,9 +36,14 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------- model structure
 def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Per-layer pof state needed to rebuild ``model`` before loading its ``state_dict``."""
+    if getattr(model, "_pof_channel_plan", None) is not None:
+        raise CheckpointError("model has channel masks: call pof.remove(model) to remove the "
+                              "channels before saving it")
     out: dict[str, dict[str, Any]] = {}
+    for name, w in (getattr(model, "_pof_widths", None) or {}).items():
+        out[name] = {"width": w}  # a channel-pruned model: rebuild these sizes first
     for name, m in model.named_modules():
-        entry: dict[str, Any] = {}
+        entry: dict[str, Any] = out.pop(name, {})
         if isinstance(m, FoldedConv2d | FoldedLinear):
             entry["folded"] = True
         if hasattr(m, "_pof_cosine_handle") or any(
@@ -63,6 +69,12 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
 
 def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.Module:
     """Rebuild the pof structure described by :func:`structure` on a fresh model."""
+    widths = {n: e["width"] for n, e in struct.items() if "width" in e}
+    if widths:
+        try:
+            apply_widths(model, widths)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     mods = dict(model.named_modules())
     for name, entry in struct.items():
         m = mods.get(name)

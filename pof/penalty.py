@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .masks import check_range, compute_masks
+from .masks import check_range, compute_masks, parse_nm
 from .selection import select_layers
 
 FORMS = ("energy", "sine")
@@ -54,12 +54,17 @@ class PrunePenalty(nn.Module):
         form: "energy" (pruned-energy fraction) or "sine" (its square root).
         levels: with a range, the number of nested pruned sets (evenly spaced, ends
             included).
+        structure: "weight" (single weights) or "channel": the pruned set is whole channels,
+            judged and pushed through the input columns of the layers that read them (see
+            :mod:`pof.structured`; ``sparsity`` is the fraction of each channel group).
+        pattern: "N:M" pushes the weights an N:M prune removes (``sparsity`` None or 1-N/M).
+        example_inputs: input used to trace the model for ``structure="channel"``.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        sparsity: float | tuple[float, float] | str,
+        sparsity: float | tuple[float, float] | str | None,
         scope: str = "layer",
         weight: float = 20.0,
         beta: float = 0.1,
@@ -70,8 +75,12 @@ class PrunePenalty(nn.Module):
         keep_first_conv: bool = True,
         form: str = "sine",
         levels: int = 4,
+        structure: str = "weight",
+        pattern: str | None = None,
+        example_inputs: Tensor | None = None,
     ) -> None:
         super().__init__()
+        sparsity, self.pattern = _check_pattern(sparsity, pattern, structure)
         if scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
         if form not in FORMS:
@@ -89,7 +98,18 @@ class PrunePenalty(nn.Module):
             self.levels = [self.sparsity]
         self.scope, self.weight, self.beta, self.margin = scope, weight, beta, margin
         self.refresh_every = refresh_every
-        layers = select_layers(model, include, exclude, keep_first_conv)
+        self._plan = None
+        if structure == "channel":
+            from .structured import channel_groups
+
+            if scope != "layer":
+                raise ValueError("structure='channel' works per channel group (scope='layer')")
+            self._plan = channel_groups(model, example_inputs, exclude)
+            mods = dict(model.named_modules())
+            layers = [(n, mods[n]) for n in self._plan.consumers]
+        else:
+            layers = select_layers(model, include, exclude, keep_first_conv)
+        self.structure = structure
         self.names = [n for n, _ in layers]
         self._layers = [m for _, m in layers]  # plain list: not registered as children
         self.calls = 0
@@ -105,15 +125,21 @@ class PrunePenalty(nn.Module):
         """Re-select the pruned set from the current weight magnitudes."""
         ws = [w.detach() for w in (weights or self.weights())]
         if len(self.levels) == 1:
-            self._masks = compute_masks(ws, self.levels[0], self.scope, names=self.names)
+            self._masks = self._select(ws, self.levels[0])
         else:  # how many levels prune each weight (0 = kept at every level)
             depth = [torch.zeros_like(w, dtype=torch.uint8) for w in ws]
             for s in self.levels:
-                for d, keep in zip(depth, compute_masks(ws, s, self.scope, names=self.names),
-                                   strict=True):
+                for d, keep in zip(depth, self._select(ws, s), strict=True):
                     d += ~keep
             self._masks = depth
         self._flat_state(ws)
+
+    def _select(self, ws: list[Tensor], sparsity: float) -> list[Tensor]:
+        """Keep-masks of what pruning at ``sparsity`` removes (weights, N:M or channels)."""
+        if self._plan is not None:
+            masks = self._plan.masks_at(sparsity, dict(zip(self.names, ws, strict=True)))
+            return [masks[n] for n in self.names]
+        return compute_masks(ws, sparsity, self.scope, self.pattern, self.names)
 
     def load_masks(self, masks: list[Tensor]) -> None:
         """Use these masks (e.g. from a checkpoint) until the next refresh: boolean keep-masks
@@ -199,8 +225,26 @@ class PrunePenalty(nn.Module):
         return (f"sparsity={self.sparsity}, levels={len(self.levels)}, scope={self.scope!r}, "
                 f"weight={self.weight}, "
                 f"beta={self.beta}, margin={self.margin}, refresh_every={self.refresh_every}, "
-                f"form={self.form!r}, "
+                f"form={self.form!r}, structure={self.structure!r}, pattern={self.pattern!r}, "
                 f"layers={len(self.names)}")
+
+
+def _check_pattern(sparsity, pattern: str | None, structure: str):
+    """``(sparsity, pattern)`` checked together: a pattern fixes the sparsity at 1 - N/M."""
+    if structure not in ("weight", "channel"):
+        raise ValueError(f"structure must be 'weight' or 'channel', got {structure!r}")
+    if pattern is None:
+        if sparsity is None:
+            raise ValueError("sparsity is required unless pattern='N:M' is given")
+        return sparsity, None
+    n, m = parse_nm(pattern)
+    if structure != "weight":
+        raise ValueError("an N:M pattern prunes single weights: use structure='weight'")
+    if sparsity is not None and not (isinstance(sparsity, int | float)
+                                     and abs(float(sparsity) - (1 - n / m)) < 1e-9):
+        raise ValueError(f"sparsity {sparsity} disagrees with pattern {pattern} "
+                         f"(= {1 - n / m:g}); pass sparsity=None")
+    return 1 - n / m, pattern
 
 
 class L1Penalty(nn.Module):

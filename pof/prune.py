@@ -10,6 +10,7 @@ with the same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,8 @@ def prune(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     keep_first_conv: bool = True,
+    structure: str = "weight",
+    **channel: Any,
 ) -> nn.Module:
     """Magnitude-prune ``model`` in place at ``sparsity`` (a fraction in [0, 1)).
 
@@ -98,7 +101,21 @@ def prune(
     ``recover="mean"`` fills pruned entries with their mean (see :class:`PruneMask`).
     Works on plain and sphere models; masks stay on the modules until :func:`remove`
     (permanent) or :func:`unprune` (undo). Returns ``model``.
+
+    ``structure="channel"`` prunes whole channels instead (``sparsity`` is then the fraction
+    of each channel group to remove; ``channel`` takes ``example_inputs``, ``batches``,
+    ``num_batches``, ``importance``): see :func:`pof.structured.prune_channels`.
     """
+    if structure == "channel":
+        from .structured import prune_channels
+
+        if pattern is not None or scope != "layer" or include is not None:
+            raise ValueError("structure='channel' takes no pattern, scope or include")
+        return prune_channels(model, sparsity, recover=recover, exclude=exclude, **channel)
+    if structure != "weight":
+        raise ValueError(f"structure must be 'weight' or 'channel', got {structure!r}")
+    if channel:
+        raise TypeError(f"prune() got unexpected arguments {sorted(channel)}")
     if pattern is not None:
         n, m = parse_nm(pattern)
         if sparsity is not None and abs(float(sparsity) - (1 - n / m)) > 1e-9:
@@ -131,6 +148,9 @@ def prune(
 
 def unprune(model: nn.Module) -> nn.Module:
     """Take the prune masks off again, restoring the weights as they were before."""
+    from .structured import clear_channel_plan
+
+    clear_channel_plan(model)
     for _, m in pruned_layers(model):
         plist = m.parametrizations.weight
         if len(plist) == 1:
@@ -145,30 +165,24 @@ def unprune(model: nn.Module) -> nn.Module:
     return model
 
 
-def _windowed_sum(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """Sum of the input over each output's receptive field, per group: ``(N, groups, H, W)``."""
-    ones = torch.ones(conv.groups, conv.in_channels // conv.groups, *conv.kernel_size,
-                      dtype=x.dtype, device=x.device)
-    if conv.padding_mode != "zeros":
-        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        return F.conv2d(x, ones, None, conv.stride, 0, conv.dilation, conv.groups)
-    return F.conv2d(x, ones, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
 class FoldedConv2d(nn.Conv2d):
-    """Conv2d with a sparse ``weight`` plus ``recovery_mean[o] * windowed_sum(x)``."""
+    """Conv2d with a sparse ``weight`` plus ``recovery_mean[o] * windowed_sum(x)``.
+
+    The extra term is folded into the kernel at run time, ``conv(x, weight + mean)``: one
+    add over the weight instead of a second pass over the activations, so the layer costs
+    what the zero-pruned one does (the stored ``weight`` keeps the mask's zeros).
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
-        s = _windowed_sum(self, x).repeat_interleave(self.out_channels // self.groups, 1)
-        return out + self.recovery_mean.view(1, -1, 1, 1) * s
+        w = self.weight + self.recovery_mean.view(-1, 1, 1, 1)
+        return self._conv_forward(x, w, self.bias)
 
 
 class FoldedLinear(nn.Linear):
-    """Linear with a sparse ``weight`` plus ``recovery_mean[o] * sum(x)``."""
+    """Linear with a sparse ``weight`` plus ``recovery_mean[o] * sum(x)``, folded at run time."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) + self.recovery_mean * x.sum(-1, keepdim=True)
+        return F.linear(x, self.weight + self.recovery_mean.view(-1, 1), self.bias)
 
 
 def fold(module: nn.Module) -> nn.Module:
@@ -212,7 +226,12 @@ def remove(model: nn.Module) -> nn.Module:
     """Make pruning permanent: each pruned layer becomes a plain sparse layer, in place.
 
     Sphere weights of pruned layers are baked too; mean-recovered layers are folded.
+    A channel-pruned model loses its masked channels physically (a smaller dense model).
     """
+    from .structured import is_channel_pruned, remove_channels
+
+    if is_channel_pruned(model):
+        return remove_channels(model)
     layers = pruned_layers(model)
     if not layers:
         raise ValueError("model is not pruned; nothing to remove (see pof.prune)")
