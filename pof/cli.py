@@ -143,21 +143,56 @@ def cmd_prune(args: argparse.Namespace) -> None:
             lo_hi[0] - 1e-9 <= args.sparsity <= lo_hi[1] + 1e-9):
         print(f"pof prune: note: {args.checkpoint} was trained for sparsities "
               f"{lo_hi[0]:g}-{lo_hi[1]:g}; {args.sparsity:g} is outside that range")
-    prune(model, args.sparsity, scope=args.scope, pattern=args.pattern, recover=args.recover,
-          exclude=args.exclude or None)
+    n0 = sum(p.numel() for p in model.parameters())
+    if args.structure == "channel":
+        _prune_channels(model, meta, args)
+    else:
+        prune(model, args.sparsity, scope=args.scope, pattern=args.pattern,
+              recover=args.recover, exclude=args.exclude or None)
     if args.bn_recal:
         _recal_fn(_data_source(args, meta), args.bn_recal, args.batch_size)(model)
-    if args.permanent:
+    if args.permanent or args.structure == "channel":
         remove(model)
     report = sparsity_report(model)
     print(report)
+    if args.structure == "channel":
+        n1 = sum(p.numel() for p in model.parameters())
+        print(f"channels removed: {n0:,} -> {n1:,} parameters ({100 * n1 / n0:.1f}%)")
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
     meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
                       "recover": args.recover, "source": str(args.checkpoint),
+                      "structure": args.structure, "importance": args.importance,
                       "bn_recal_batches": args.bn_recal}
     path = save_checkpoint(Path(args.out) / "pruned.safetensors", model, meta)
     (Path(args.out) / "sparsity.txt").write_text(str(report) + "\n")
     print(f"wrote {path}")
+
+
+def _prune_channels(model, meta: dict, args: argparse.Namespace) -> None:
+    """``pof prune --structure channel``: mask channels (means from training batches)."""
+    from . import prune
+    from .data import load_dataset, make_loader
+
+    if args.sparsity is None or args.pattern or args.scope != "layer":
+        raise ValueError("--structure channel needs --sparsity (the fraction of channels) "
+                         "and takes no --pattern or --scope global")
+    batches = None
+    if args.recover == "mean":
+        ds = load_dataset(_data_source(args, meta), "train", progress=True)
+        batches = make_loader(ds, args.batch_size, train=True, augment=False, seed=0)
+    prune(model, args.sparsity, structure="channel", recover=args.recover,
+          exclude=args.exclude or None, example_inputs=_example_input(meta),
+          batches=batches, num_batches=args.mean_batches, importance=args.importance)
+
+
+def _example_input(meta: dict):
+    """A zero batch of one input of the checkpoint's image size."""
+    import torch
+
+    from .models import default_input_size
+
+    size = (meta.get("data") or {}).get("image_size")
+    return torch.zeros(1, *(size or default_input_size(meta["arch"]["name"])))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -167,6 +202,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     src = Path(args.checkpoint)
     model, meta = model_from_checkpoint(src)
+    if args.format == "onnx":
+        from .onnx_export import export_onnx
+
+        err = export_onnx(model, args.out, _example_input(meta))
+        size = Path(args.out).stat().st_size
+        print(f"wrote {args.out}: {size / 1e6:.2f} MB ONNX; onnxruntime matches PyTorch to "
+              f"{err:.1e}")
+        return
     if not pruned_layers(model):
         raise ValueError(f"{src} is not pruned; run `pof prune` first")
     remove(model)
@@ -218,6 +261,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     cfg = TrainConfig.from_dict({k: v for k, v in src.items() if k in
                                  {f.name for f in dataclasses.fields(TrainConfig)}})
     over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "max_steps": None,
+            "structure": "weight", "pattern": None,
             "model": arch.get("name", cfg.model), "model_kwargs": arch.get("kwargs", {}),
             "out": args.out or str(Path(args.checkpoint).parent / "finetune")}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -269,14 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--permanent", action="store_true",
                     help="bake the masks in (pof.remove); the result can no longer be fine-tuned"
                     " with fixed masks")
+    pr.add_argument("--structure", choices=("weight", "channel"), default="weight",
+                    help="prune single weights, or whole channels (removed physically: a "
+                    "smaller dense model; --sparsity is then the fraction of channels)")
+    pr.add_argument("--importance", choices=("pof", "magnitude"), default="pof",
+                    help="channels: pof (consumer-column energy, what the channel penalty "
+                    "shrinks) or magnitude (Torch-Pruning's group L2 magnitude)")
+    pr.add_argument("--mean-batches", type=_nonneg_int, default=10, metavar="N",
+                    help="channels with --recover mean: training batches (no labels used) "
+                    "that estimate each removed channel's mean")
     pr.add_argument("--out", required=True, help="output folder")
     prune_flags(pr)
     data_flags(pr)
     pr.set_defaults(func=cmd_prune)
 
-    x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk)")
-    x.add_argument("checkpoint", help="a checkpoint from `pof prune`")
-    x.add_argument("--out", required=True, help="output .safetensors file")
+    x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk), "
+                       "or any checkpoint as ONNX")
+    x.add_argument("checkpoint", help="a checkpoint from `pof prune` (any, for --format onnx)")
+    x.add_argument("--out", required=True, help="output .safetensors (or .onnx) file")
+    x.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                   help="onnx: a plain graph checked against PyTorch with onnxruntime (1e-4)")
     x.set_defaults(func=cmd_export)
 
     s = sub.add_parser("sweep", help="accuracy vs sparsity table and plots for checkpoints")

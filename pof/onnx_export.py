@@ -9,6 +9,7 @@ and imported only here.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,7 +80,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     x = example_inputs.detach().cpu().float()
     model.cpu()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(model, (x,), str(path), input_names=["input"],
                           output_names=["output"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})

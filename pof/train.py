@@ -77,6 +77,8 @@ class TrainConfig:
     penalty_beta: float = 0.1
     penalty_form: str = "sine"
     penalty_levels: int = 4
+    structure: str = "weight"  # pof penalty on single weights or whole channels
+    pattern: str | None = None  # pof penalty for an N:M prune, e.g. "2:4"
     subnet: str = "auto"
     gmp_start: float = 0.0
     gmp_end: float = 0.75
@@ -111,6 +113,11 @@ class TrainConfig:
             raise ValueError(f"subnet must be one of {SUBNETS}, got {self.subnet!r}")
         if self.penalty == "gmp":
             GradualPruner.check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
+        if self.structure not in ("weight", "channel"):
+            raise ValueError(f"structure must be weight or channel, got {self.structure!r}")
+        if (self.structure == "channel" or self.pattern) and self.penalty != "pof":
+            raise ValueError("structure channel / pattern N:M shape the pof penalty: use "
+                             f"penalty pof, not {self.penalty!r}")
         if self.penalty_form not in FORMS:
             raise ValueError(f"penalty_form must be one of {FORMS}, got {self.penalty_form!r}")
         for k in ("epochs", "batch_size", "lr", "ckpt_every"):
@@ -153,6 +160,9 @@ FIELD_HELP = {
                 "lo:hi (one model for every sparsity in it)",
     "penalty_weight": "multiplier of the pof penalty",
     "penalty_levels": "pof with a sparsity range: nested pruned sets the penalty acts on",
+    "structure": "pof penalty on single weights (weight) or whole channels (channel; "
+                 "sparsity = fraction of channels), for `pof prune --structure`",
+    "pattern": "pof penalty for an N:M prune (e.g. 2:4; sparsity is then 1 - N/M)",
     "subnet": "loss of the network pruned at a sampled sparsity: auto (split for a pof "
               "range, extra for cram), none, split (half of each batch) or extra (a "
               "second pass, twice the cost)",
@@ -334,9 +344,12 @@ class _Run:
         cfg = self.cfg
         ex = cfg.exclude or None
         if cfg.penalty == "pof":
-            return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
+            x = torch.zeros(1, *self.train_ds.spec.image_size, device=self.device)
+            return PrunePenalty(self.model, None if cfg.pattern else cfg.sparsity,
+                                cfg.penalty_scope, cfg.penalty_weight,
                                 beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
-                                exclude=ex, form=cfg.penalty_form, levels=cfg.penalty_levels)
+                                exclude=ex, form=cfg.penalty_form, levels=cfg.penalty_levels,
+                                structure=cfg.structure, pattern=cfg.pattern, example_inputs=x)
         if cfg.penalty == "l1":
             return L1Penalty(self.model, cfg.l1_weight, exclude=ex)
         return None
