@@ -166,6 +166,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
     path = save_checkpoint(Path(args.out) / "pruned.safetensors", model, meta)
     (Path(args.out) / "sparsity.txt").write_text(str(report) + "\n")
     print(f"wrote {path}")
+    if args.onnx:
+        from .onnx_export import export_onnx
+
+        err = export_onnx(model, Path(args.out) / "model.onnx", _example_input(meta))
+        print(f"wrote {Path(args.out) / 'model.onnx'} (onnxruntime matches PyTorch to "
+              f"{err:.1e})")
 
 
 def _prune_channels(model, meta: dict, args: argparse.Namespace) -> None:
@@ -260,7 +266,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     src = dict(meta.get("config") or {})
     cfg = TrainConfig.from_dict({k: v for k, v in src.items() if k in
                                  {f.name for f in dataclasses.fields(TrainConfig)}})
-    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "max_steps": None,
+    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False,
+            "max_steps": args.max_steps,
             "structure": "weight", "pattern": None,
             "model": arch.get("name", cfg.model), "model_kwargs": arch.get("kwargs", {}),
             "out": args.out or str(Path(args.checkpoint).parent / "finetune")}
@@ -322,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--mean-batches", type=_nonneg_int, default=10, metavar="N",
                     help="channels with --recover mean: training batches (no labels used) "
                     "that estimate each removed channel's mean")
+    pr.add_argument("--onnx", action="store_true",
+                    help="also write OUT/model.onnx, checked against PyTorch with onnxruntime")
     pr.add_argument("--out", required=True, help="output folder")
     prune_flags(pr)
     data_flags(pr)
@@ -354,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--workers", type=int, default=argparse.SUPPRESS)
     f.add_argument("--progress", type=_bool, default=argparse.SUPPRESS)
     f.add_argument("--resume", action="store_true")
+    f.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     f.set_defaults(func=cmd_finetune)
 
     d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")

@@ -26,8 +26,10 @@ def _ort():
 
 
 def plain_for_export(model: nn.Module) -> nn.Module:
-    """Make ``model`` parametrization-free in place: masks permanent, sphere baked."""
-    from .prune import pruned_layers, remove
+    """Make ``model`` plain in place: masks permanent, sphere baked, and each mean-folded
+    layer a plain layer with its effective (dense) weight, so that exporters fuse it with
+    the BatchNorm after it like any other layer."""
+    from .prune import FoldedConv2d, FoldedLinear, pruned_layers, remove
     from .sphere import from_sphere, sphere_layers
     from .structured import is_channel_pruned
 
@@ -35,6 +37,12 @@ def plain_for_export(model: nn.Module) -> nn.Module:
         remove(model)
     if sphere_layers(model):
         from_sphere(model)
+    for m in model.modules():
+        if isinstance(m, FoldedConv2d | FoldedLinear) and not m._forward_hooks:
+            with torch.no_grad():
+                m.weight += m.recovery_mean.view(-1, *([1] * (m.weight.dim() - 1)))
+            del m._buffers["recovery_mean"]
+            m.__class__ = nn.Conv2d if isinstance(m, FoldedConv2d) else nn.Linear
     return model
 
 

@@ -56,8 +56,11 @@ def test_cli_prunes_channels_and_exports_onnx(tmp_path, capsys):
         "arch": {"name": "small_cnn", "num_classes": 10, "kwargs": {}},
         "data": {"source": "digits", "image_size": [1, 8, 8]}})
     assert main(["prune", str(src), "--structure", "channel", "--sparsity", "0.5",
-                 "--recover", "mean", "--mean-batches", "1", "--out", str(tmp_path / "p")]) == 0
-    assert "channels removed" in capsys.readouterr().out
+                 "--recover", "mean", "--mean-batches", "1", "--onnx", "--out",
+                 str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "channels removed" in out and "onnxruntime matches" in out
+    assert (tmp_path / "p" / "model.onnx").stat().st_size > 0
     pruned, meta = model_from_checkpoint(tmp_path / "p" / "pruned.safetensors")
     assert meta["pruned"]["structure"] == "channel"
     assert pruned.features[1][0].out_channels == 32  # 64 -> 32

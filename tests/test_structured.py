@@ -164,3 +164,16 @@ def test_magnitude_importance_and_bad_arguments():
         pof.prune(create_model("resnet20"), 0.5, structure="channel", importance="taylor")
     with pytest.raises(ValueError, match="structure"):
         pof.prune(create_model("resnet20"), 0.5, structure="filter")
+
+
+def test_semi_structured_checks_pattern_and_device():
+    from pof.semi_structured import check_two_four, to_semi_structured
+
+    lin = nn.Linear(8, 4)
+    with pytest.raises(ValueError, match="layer 'fc' is not 2:4 sparse"):
+        check_two_four(lin.weight, "fc")
+    pof.prune(nn.Sequential(lin), None, pattern="2:4", keep_first_conv=False)
+    check_two_four(lin.weight, "fc")  # exactly 2 of every 4 kept
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            to_semi_structured(nn.Sequential(lin))
