@@ -33,7 +33,8 @@ from pof.onnx_export import export_onnx, session  # noqa: E402
 VARIANTS = ("dense", "unstructured", "mean-folded", "structured")
 
 
-def build(name: str, variant: str, sparsity: float, channels: float, size: tuple) -> torch.nn.Module:
+def build(name: str, variant: str, sparsity: float, channels: float,
+          size: tuple) -> torch.nn.Module:
     """``name`` as ``variant``: plain dense, pruned (zero / mean, made permanent) or with
     ``channels`` of every channel group removed."""
     torch.manual_seed(0)

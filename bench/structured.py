@@ -33,7 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
-DEFAULT_INIT = ROOT.parent / "shared" / "pretrained" / "cifar10-resnet20-standard-e30-s0.safetensors"
+DEFAULT_INIT = (ROOT.parent / "shared" / "pretrained"
+                / "cifar10-resnet20-standard-e30-s0.safetensors")
 
 
 def run(cmd: list[str], log: Path, stdout: Path | None = None) -> str:
@@ -56,16 +57,18 @@ POF = [sys.executable, "-m", "pof"]
 
 
 def train(out: Path, flags: list[str], log: Path) -> Path:
+    """A finished run's final.safetensors (last.safetensors when --max-steps cut it short)."""
     final = out / "final.safetensors"
     if not final.exists():
         resume = ["--resume"] if (out / "last.safetensors").exists() else []
         run(POF + ["train", "--out", str(out), "--progress", "false", *flags, *resume], log)
-    return final
+    return final if final.exists() else out / "last.safetensors"
 
 
 def top1(ckpt: Path, data: str, log: Path) -> float:
-    """``pof eval`` (cached next to the checkpoint) -> top-1 %."""
-    cache = ckpt.with_suffix(".eval.txt")
+    """``pof eval`` (cached in the log's folder, never next to a shared file) -> top-1 %."""
+    cache = log.parent / "evals" / (re.sub(r"[^\w.-]+", "_", str(ckpt)) + ".txt")
+    cache.parent.mkdir(exist_ok=True)
     text = cache.read_text() if cache.exists() else run(
         POF + ["eval", str(ckpt), "--data", data], log, cache)
     return float(re.search(r"top1 ([\d.]+)%", text)[1])
@@ -132,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         run(POF + ["finetune", str(tp0), "--epochs", str(args.epochs), "--lr", str(args.ft_lr),
                    "--out", str(ft), "--progress", "false", "--workers", "0", *cap]
             + (["--resume"] if (ft / "last.safetensors").exists() else []), log)
-    res["Torch-Pruning magnitude, fine-tuned"] = top1(ft / "final.safetensors", args.data, log)
+    ft_ckpt = ft / "final.safetensors"
+    res["Torch-Pruning magnitude, fine-tuned"] = top1(
+        ft_ckpt if ft_ckpt.exists() else ft / "last.safetensors", args.data, log)
     onnx = out / "pof-mean" / "model.onnx"
     if not onnx.exists():
         run(POF + ["export", str(out / "pof-mean" / "pruned.safetensors"), "--format", "onnx",
@@ -148,11 +153,15 @@ def main(argv: list[str] | None = None) -> None:
              f"every command it ran is in `{log.name}`.", "",
              "| arm | top-1 % | vs dense |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:.2f} | {v - res['dense']:+.2f} |" for k, v in res.items()]
+    last = json.loads((out / "pof" / "metrics.jsonl").read_text().splitlines()[-1])
+    lines += ["", f"pof's pruned-energy fraction at the end of training: "
+              f"{last.get('pruned_energy', float('nan')):.2e} (what the channel prune removes; "
+              "it must be near 0 for a lossless prune)."]
     lines += ["", "Latency (random weights; the widths are what matter):", "",
               lat.read_text().split("\n", 2)[2]]
     results = Path(args.results) if args.results else out / "structured.md"
     results.write_text("\n".join(lines))
-    print("\n".join(lines[:len(res) + 6]))
+    print("\n".join(lines[:len(res) + 8]))
     print(f"wrote {results}")
 
 

@@ -153,7 +153,7 @@ def channel_groups(
     the output channels of the layers they match (and so of their whole group).
     Raises ``ValueError`` naming a layer Torch-Pruning did not see being called.
     """
-    tp = _tp()
+    _tp()  # a clear ImportError before any work
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Conv2d/Linear layer to prune")

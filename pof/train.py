@@ -118,6 +118,9 @@ class TrainConfig:
         if (self.structure == "channel" or self.pattern) and self.penalty != "pof":
             raise ValueError("structure channel / pattern N:M shape the pof penalty: use "
                              f"penalty pof, not {self.penalty!r}")
+        if (self.structure == "channel" or self.pattern) and isinstance(self.sparsity, list):
+            raise ValueError("structure channel / pattern N:M train for one sparsity, not a "
+                             "range")
         if self.penalty_form not in FORMS:
             raise ValueError(f"penalty_form must be one of {FORMS}, got {self.penalty_form!r}")
         for k in ("epochs", "batch_size", "lr", "ckpt_every"):

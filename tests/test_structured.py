@@ -177,3 +177,25 @@ def test_semi_structured_checks_pattern_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             to_semi_structured(nn.Sequential(lin))
+
+
+def test_train_config_and_loop_with_channel_penalty(tmp_path):
+    from pof.checkpoint import load_checkpoint, split
+    from pof.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="penalty pof"):
+        TrainConfig(penalty="l1", structure="channel").check()
+    with pytest.raises(ValueError, match="not a range"):
+        TrainConfig(penalty="pof", structure="channel", sparsity="0.3:0.7").check()
+    cfg = TrainConfig(model="small_cnn", data="digits", penalty="pof", structure="channel",
+                      epochs=1, max_steps=2, out=str(tmp_path / "run"), progress=False,
+                      workers=0, batch_size=32)
+    train(cfg)
+    tensors, _ = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    masks = [v for k, v in split(tensors, "extra").items() if k.startswith("penalty.")]
+    assert sorted(tuple(k.shape) for k in masks) == [
+        (10, 128), (64, 32, 3, 3), (64, 64, 3, 3), (128, 64, 3, 3)]
+    for keep in masks:  # half of every consumer's input columns are in the pruned set
+        cols = (~keep).transpose(0, 1).flatten(1).all(1)
+        assert int(cols.sum()) == keep.shape[1] // 2
+        assert int((~keep).sum()) == int(cols.sum()) * keep[:, 0].numel()
