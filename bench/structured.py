@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
              f"every command it ran is in `{log.name}`.", "",
              "| arm | top-1 % | vs dense |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:.2f} | {v - res['dense']:+.2f} |" for k, v in res.items()]
-    last = json.loads((out / "pof" / "metrics.jsonl").read_text().splitlines()[-1])
+    epochs = (out / "pof" / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(epochs[-1]) if epochs else {}  # none when --max-steps cut it short
     lines += ["", f"pof's pruned-energy fraction at the end of training: "
               f"{last.get('pruned_energy', float('nan')):.2e} (what the channel prune removes; "
               "it must be near 0 for a lossless prune)."]
