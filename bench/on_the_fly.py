@@ -10,8 +10,10 @@ re-estimation (20 x 128 unlabelled, unaugmented training images, no gradient ste
     python bench/on_the_fly.py --report-only        # rebuild docs/results/on_the_fly.*
 
 Every command is printed before it runs and logged with its wall time in
-OUT/commands.jsonl. A finished run (final.safetensors) is skipped, an interrupted one
-continues with ``--resume``: kill the script at any time and start it again.
+OUT/commands.jsonl. A finished run's config, metrics and sweeps are kept in
+docs/results/on_the_fly/<arm>-s<seed>/ (the tables are built from there, and a later
+session skips them); an interrupted run continues with ``--resume`` from OUT: kill the
+script at any time and start it again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,8 +54,10 @@ ARMS: dict[str, dict[str, str]] = {
 }
 # pof arms share the penalty settings of docs/results/cifar10.md (sine form, weight 20)
 POF_COMMON = {"penalty-warmup": "0.5", "penalty-refresh": "50"}
-ORDER = ("pof-range", "cram", "gmp70", "pof70", "standard", "gmp90", "pof90", "gmp50",
+ORDER = ("pof-range", "standard", "gmp70", "cram", "pof70", "gmp90", "pof90", "gmp50",
          "pof50", "pof-range-nopen")
+SWEEPS = {"sweep": [], "sweep-bn": ["--bn-recal", str(BN_RECAL)]}
+KEEP = ("config.yaml", "metrics.jsonl", "sweep/sweep.json", "sweep-bn/sweep.json")
 
 
 def common(epochs: float, lr: float, seed: int) -> dict[str, str]:
@@ -82,24 +87,37 @@ def pof(*args: str) -> list[str]:
     return [sys.executable, "-m", "pof", *args]
 
 
+def archived(arm: str, seed: int, args: argparse.Namespace) -> Path:
+    """Where a finished run's small files are kept in the repository (no checkpoints)."""
+    return args.docs / "on_the_fly" / f"{arm}-s{seed}"
+
+
 def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
+    """Train, sweep and archive one run; a run archived by an earlier session is skipped."""
     out = args.out / f"{arm}-s{seed}"
+    keep = archived(arm, seed, args)
+    if all((keep / f).is_file() for f in KEEP):
+        print(f"# done already: {keep}")
+        return keep
     if not (out / "final.safetensors").is_file():
         opts = {**common(args.epochs, args.lr, seed), **(POF_COMMON if "pof" in arm else {}),
                 **ARMS[arm], "out": str(out)}
         resume = ["--resume"] if (out / "last.safetensors").is_file() else []
         run(pof("train", *flags(opts), *resume), log)
-    for name, extra in (("sweep", []), ("sweep-bn", ["--bn-recal", str(BN_RECAL)])):
+    for name, extra in SWEEPS.items():
         if not (out / name / "sweep.json").is_file():
             run(pof("sweep", str(out / "final.safetensors"), "--out", str(out / name),
                     "--sparsities", ",".join(map(str, SPARSITIES)), *extra), log)
-    return out
+    for f in KEEP:
+        (keep / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / f, keep / f)
+    return keep
 
 
 # ---------------------------------------------------------------- report
 def rows_of(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for d in sorted(args.out.glob("*-s*")):
+    for d in sorted((args.docs / "on_the_fly").glob("*-s*")):
         arm, _, seed = d.name.rpartition("-s")
         for name in ("sweep", "sweep-bn"):
             p = d / name / "sweep.json"

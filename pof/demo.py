@@ -3,7 +3,8 @@
 Offline (the data ships with scikit-learn). Trains the same small CNN five times with the
 same budget and seed — plainly, with GMP to 80%, with pof for 80%, with pof for the range
 30–90% (one model for every sparsity) and CrAM-style for the same range — then prunes each
-one-shot at several sparsities with zero and mean recovery, prints the table and writes
+one-shot at several sparsities with zero and mean recovery, re-estimates BatchNorm
+statistics from 8 unlabelled training batches (as deployment would), prints the table and writes
 ``sweep.png`` and ``weights.png``.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .bn_recal import recalibrate_bn
 from .checkpoint import model_from_checkpoint
 from .data import load_dataset, make_loader
 from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
@@ -28,7 +30,7 @@ SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 def demo_configs(out: Path, quick: bool, seed: int) -> dict[str, TrainConfig]:
     """The arms: identical budget, schedule, data order and seed."""
-    common = dict(model="small_cnn", data="digits", epochs=2 if quick else 20,
+    common = dict(model="small_cnn", data="digits", epochs=2 if quick else 15,
                   batch_size=64, lr=0.1, weight_decay=5e-4, seed=seed, workers=0,
                   ckpt_every=10_000, progress=False)
     pof = dict(penalty="pof", penalty_weight=5.0, penalty_warmup=0 if quick else 3,
@@ -66,16 +68,22 @@ def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0) -
                        f"{100 * _final_acc(Path(cfg.out)):.2f}%")
     test = load_dataset("digits", "test", progress=False)
     loader = make_loader(test, 512, train=False)
+    train_set = load_dataset("digits", "train", progress=False)
+
+    def recal(model) -> None:  # BatchNorm re-estimation: 8 unlabelled batches, no gradients
+        recalibrate_bn(model, make_loader(train_set, 64, train=True, augment=False, seed=0), 8)
+
     sparsities = SPARSITIES[1::2] if quick else SPARSITIES
     rows, models = [], {}
     for name, cfg in configs.items():
         model, _ = model_from_checkpoint(Path(cfg.out) / "final.safetensors")
         bake_masks(model)
         rows += sweep(model, lambda m: evaluate(m, loader), sparsities, label=name,
-                      progress=False)
+                      progress=False, recalibrate=recal)
         models[name] = model
     table = markdown_table(rows)
-    print("\ntest accuracy (%) after one-shot pruning, no retraining:\n")
+    print("\ntest accuracy (%) after one-shot pruning and BatchNorm re-estimation, no "
+          "retraining:\n")
     print(table)
     (out / "sweep.md").write_text(table + "\n")
     write_json(rows, out / "sweep.json")

@@ -123,6 +123,8 @@ class TrainConfig:
                              "range")
         if self.penalty_form not in FORMS:
             raise ValueError(f"penalty_form must be one of {FORMS}, got {self.penalty_form!r}")
+        if not self.penalty_weight >= 0:
+            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight!r}")
         for k in ("epochs", "batch_size", "lr", "ckpt_every"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
@@ -346,7 +348,7 @@ class _Run:
     def _make_penalty(self) -> nn.Module | None:
         cfg = self.cfg
         ex = cfg.exclude or None
-        if cfg.penalty == "pof":
+        if cfg.penalty == "pof" and cfg.penalty_weight > 0:  # weight 0: sphere (+ subnet) only
             x = torch.zeros(1, *self.train_ds.spec.image_size, device=self.device)
             return PrunePenalty(self.model, None if cfg.pattern else cfg.sparsity,
                                 cfg.penalty_scope, cfg.penalty_weight,
