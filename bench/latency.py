@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -97,7 +98,7 @@ def markdown(rows: list[dict], args, argv: list[str]) -> str:
 
     lines = [
         "# Inference latency: dense vs unstructured vs mean-folded vs structured", "",
-        f"Command: `python bench/latency.py {' '.join(argv)}`  ",
+        f"Command: `python bench/latency.py {shlex.join(argv)}`  ",
         f"Threads: {args.threads} (PyTorch intra-op and onnxruntime intra-op); "
         f"repeats: {args.repeats} interleaved rounds, median; "
         f"unstructured/mean-folded at {args.sparsity:g} sparsity, structured at "

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
              str(args.ratio), "--out", str(lat)], log)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     lines = [f"# Structured pof: {args.model}, {100 * args.ratio:g}% of channels removed", "",
-             f"Command: `python bench/structured.py {' '.join(argv or sys.argv[1:])}`; "
+             f"Command: `python bench/structured.py {shlex.join(argv or sys.argv[1:])}`; "
              f"every command it ran is in `{log.name}`.", "",
              "| arm | top-1 % | vs dense |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:.2f} | {v - res['dense']:+.2f} |" for k, v in res.items()]
