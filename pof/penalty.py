@@ -102,8 +102,9 @@ class PrunePenalty(nn.Module):
         if structure == "channel":
             from .structured import channel_groups
 
-            if scope != "layer":
-                raise ValueError("structure='channel' works per channel group (scope='layer')")
+            if scope != "layer" or include is not None:
+                raise ValueError("structure='channel' works per channel group: no "
+                                 "scope='global' or include (exclude keeps a layer's outputs)")
             self._plan = channel_groups(model, example_inputs, exclude)
             mods = dict(model.named_modules())
             layers = [(n, mods[n]) for n in self._plan.consumers]
