@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ImportError)
 
 
 class _Parser(argparse.ArgumentParser):
