@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .channel_widths import apply_widths
-from .prune import FoldedConv2d, FoldedLinear, PruneMask, fold
-from .selection import replace_module
+from .prune import PruneMask, as_folded_attention, fold, is_folded
+from .selection import replace_module, unit_dim_of
 from .sphere import UnitSphere, _cosine_hook
 
 FORMAT = "pof-checkpoint/1"
@@ -44,15 +44,15 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
         out[name] = {"width": w}  # a channel-pruned model: rebuild these sizes first
     for name, m in model.named_modules():
         entry: dict[str, Any] = out.pop(name, {})
-        if isinstance(m, FoldedConv2d | FoldedLinear):
+        if is_folded(m):
             entry["folded"] = True
         if hasattr(m, "_pof_cosine_handle") or any(
             h is _cosine_hook for h in m._forward_hooks.values()
         ):
             entry["cosine"] = True
-        if parametrize.is_parametrized(m, "weight"):
+        for attr in (m.parametrizations.keys() if parametrize.is_parametrized(m) else []):
             chain = []
-            for p in m.parametrizations.weight:
+            for p in m.parametrizations[attr]:
                 if isinstance(p, PruneMask):
                     chain.append({"mask": p.recover, "mean_scope": p.mean_scope})
                 elif isinstance(p, UnitSphere):
@@ -61,7 +61,7 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
                     raise CheckpointError(
                         f"layer {name!r} has a parametrization pof cannot save: {type(p).__name__}"
                     )
-            entry["weight"] = chain
+            entry[attr] = chain  # "weight", or "in_proj_weight" for attention
         if entry:
             out[name] = entry
     return out
@@ -80,19 +80,28 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.M
         m = mods.get(name)
         if m is None:
             raise CheckpointError(f"checkpoint names layer {name!r}, which the model lacks")
-        for p in entry.get("weight", []):
-            if p.get("sphere"):
-                out = m.weight.shape[0]
-                scale = torch.ones(out) if p["scale"] else None
-                parametrize.register_parametrization(m, "weight", UnitSphere(scale))
-            else:
-                mask = torch.ones_like(m.weight, dtype=torch.bool)
-                parametrize.register_parametrization(
-                    m, "weight", PruneMask(mask, p["mask"], p["mean_scope"]))
+        for attr, chain in entry.items():
+            if attr in ("folded", "cosine", "width"):
+                continue
+            ud = unit_dim_of(m, attr)
+            groups = 3 if isinstance(m, nn.MultiheadAttention) else 1
+            w = getattr(m, attr)
+            for p in chain:
+                if p.get("sphere"):
+                    scale = torch.ones(w.shape[ud]) if p["scale"] else None
+                    parametrize.register_parametrization(m, attr, UnitSphere(scale, unit_dim=ud))
+                else:
+                    mask = torch.ones_like(w, dtype=torch.bool)
+                    parametrize.register_parametrization(
+                        m, attr, PruneMask(mask, p["mask"], p["mean_scope"], ud, groups))
         if entry.get("folded"):
-            tmp = PruneMask(torch.ones_like(m.weight, dtype=torch.bool), "mean")
-            parametrize.register_parametrization(m, "weight", tmp)
-            m = fold(m)
+            if isinstance(m, nn.MultiheadAttention):
+                m = as_folded_attention(m)
+            else:
+                ud = unit_dim_of(m)
+                tmp = PruneMask(torch.ones_like(m.weight, dtype=torch.bool), "mean", "unit", ud)
+                parametrize.register_parametrization(m, "weight", tmp)
+                m = fold(m)
             replace_module(model, name, m)
         if entry.get("cosine"):
             m._pof_cosine_handle = m.register_forward_hook(_cosine_hook)

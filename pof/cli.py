@@ -94,17 +94,18 @@ def _data_source(args: argparse.Namespace, meta: dict) -> str:
     return src
 
 
-def _eval_fn(data: str, batch: int, progress: bool):
+def _eval_fn(data: str, batch: int, progress: bool, device: str = "cpu"):
     from .data import make_loader
     from .train import _test_split, evaluate
 
     ds = _test_split(data, progress)
     loader = make_loader(ds, batch, train=False)
-    return lambda model: evaluate(model, loader, "cpu")
+    return lambda model: evaluate(model, loader, device)
 
 
 def _recal_fn(data: str, batches: int, batch_size: int):
-    """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches."""
+    """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches
+    (on the model's device)."""
     from .bn_recal import recalibrate_bn
     from .data import load_dataset, make_loader
 
@@ -121,22 +122,30 @@ def _check_bn_recal(model, args: argparse.Namespace, ckpt: str) -> None:
         raise ValueError(f"--bn-recal: {ckpt} has no BatchNorm layers to re-estimate")
 
 
-def cmd_eval(args: argparse.Namespace) -> None:
+def _load(path: str, device: str):
+    """``(model on device, metadata)`` from a checkpoint; checks the device first."""
     from .checkpoint import model_from_checkpoint
+    from .device import resolve_device
 
-    model, meta = model_from_checkpoint(args.checkpoint)
-    m = _eval_fn(_data_source(args, meta), args.batch_size, True)(model)
+    dev = resolve_device(device)
+    model, meta = model_from_checkpoint(path)
+    return model.to(dev), meta, dev
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    model, meta, dev = _load(args.checkpoint, args.device)
+    m = _eval_fn(_data_source(args, meta), args.batch_size, True, dev)(model)
     print(f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
     from . import prune, remove, sparsity_report
-    from .checkpoint import model_from_checkpoint, save_checkpoint
+    from .checkpoint import save_checkpoint
     from .masks import check_sparsity
 
     if args.sparsity is not None:
         check_sparsity(args.sparsity)  # before the (slow) load
-    model, meta = model_from_checkpoint(args.checkpoint)
+    model, meta, _ = _load(args.checkpoint, args.device)
     _check_bn_recal(model, args, args.checkpoint)
     lo_hi = (meta.get("config") or {}).get("sparsity")
     if isinstance(lo_hi, list) and args.sparsity is not None and not (
@@ -153,7 +162,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         _recal_fn(_data_source(args, meta), args.bn_recal, args.batch_size)(model)
     if args.permanent or args.structure == "channel":
         remove(model)
-    report = sparsity_report(model)
+    report = sparsity_report(model, exclude=args.exclude or None)
     print(report)
     if args.structure == "channel":
         n1 = sum(p.numel() for p in model.parameters())
@@ -228,7 +237,6 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .checkpoint import model_from_checkpoint
     from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
     from .sweep import bake_masks, parse_sparsities, sweep
 
@@ -236,12 +244,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows, models = [], {}
     for ckpt in args.checkpoints:
-        model, meta = model_from_checkpoint(ckpt)
+        model, meta, dev = _load(ckpt, args.device)
         bake_masks(model)  # a GMP run: its zeros stay, the sweep prunes further from there
         _check_bn_recal(model, args, ckpt)
         label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
         data = _data_source(args, meta)
-        evaluate = _eval_fn(data, args.batch_size, True)
+        evaluate = _eval_fn(data, args.batch_size, True, dev)
         recal = _recal_fn(data, args.bn_recal, 128) if args.bn_recal else None
         rows += sweep(model, evaluate, sparsities, recovers=args.recover.split(","),
                       scope=args.scope, exclude=args.exclude or None, label=label,
@@ -280,10 +288,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(out=args.out, quick=args.quick, seed=args.seed)
+    run_demo(out=args.out, quick=args.quick, seed=args.seed, device=args.device)
 
 
 # ---------------------------------------------------------------- parser
+def device_flag(q: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    q.add_argument("--device", default=argparse.SUPPRESS if default is None else default,
+                   help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pof", description="Pruning On-the-Fly: train with a pruning-aware "
                 "penalty, then prune at any sparsity without retraining.")
@@ -298,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     def data_flags(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
         q.add_argument("--batch-size", type=int, default=256)
+        device_flag(q)
 
     e = sub.add_parser("eval", help="top-1/top-5 accuracy and loss of a checkpoint")
     e.add_argument("checkpoint")
@@ -363,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--workers", type=int, default=argparse.SUPPRESS)
     f.add_argument("--progress", type=_bool, default=argparse.SUPPRESS)
     f.add_argument("--resume", action="store_true")
+    device_flag(f, default=None)
     f.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     f.set_defaults(func=cmd_finetune)
 
@@ -370,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
     d.add_argument("--out", default="pof-demo", help="output folder")
     d.add_argument("--seed", type=int, default=0)
+    device_flag(d)
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .masks import check_range, compute_masks, parse_nm
-from .selection import select_layers
+from .selection import select_weights
 
 FORMS = ("energy", "sine")
 
@@ -98,7 +98,7 @@ class PrunePenalty(nn.Module):
             self.levels = [self.sparsity]
         self.scope, self.weight, self.beta, self.margin = scope, weight, beta, margin
         self.refresh_every = refresh_every
-        self._plan = None
+        self.structure, self._plan, self._layers = structure, None, []
         if structure == "channel":
             from .structured import channel_groups
 
@@ -107,19 +107,22 @@ class PrunePenalty(nn.Module):
                                  "scope='global' or include (exclude keeps a layer's outputs)")
             self._plan = channel_groups(model, example_inputs, exclude)
             mods = dict(model.named_modules())
-            layers = [(n, mods[n]) for n in self._plan.consumers]
+            self.names = self._plan.consumers
+            self._layers = [mods[n] for n in self.names]  # plain list: not children
         else:
-            layers = select_layers(model, include, exclude, keep_first_conv)
-        self.structure = structure
-        self.names = [n for n, _ in layers]
-        self._layers = [m for _, m in layers]  # plain list: not registered as children
+            self._targets = select_weights(model, include, exclude, keep_first_conv)
+            # q/k/v blocks of an attention in_proj_weight count as three layers
+            self.names = [n for t in self._targets for n in t.piece_names()]
         self.calls = 0
         self._masks: list[Tensor] | None = None
         self._layer_id: Tensor | None = None
 
     def weights(self) -> list[Tensor]:
-        """Current effective weights of the selected layers (differentiable)."""
-        return [m.weight for m in self._layers]
+        """Current effective weights of the selected layers (differentiable), unit axis
+        first; attention in_proj weights split into their q/k/v blocks."""
+        if self._plan is not None:  # channels: the consumers' weights, whole
+            return [m.weight for m in self._layers]
+        return [p for t in self._targets for p in t.pieces()]
 
     @torch.no_grad()
     def refresh(self, weights: list[Tensor] | None = None) -> None:
@@ -261,8 +264,7 @@ class L1Penalty(nn.Module):
     ) -> None:
         super().__init__()
         self.weight = weight
-        self._layers = [m for _, m in select_layers(model, include, exclude,
-                                                         keep_first_conv)]
+        self._targets = select_weights(model, include, exclude, keep_first_conv)
 
     def forward(self) -> Tensor:
-        return self.weight * torch.stack([m.weight.abs().sum() for m in self._layers]).sum()
+        return self.weight * torch.stack([t.weight.abs().sum() for t in self._targets]).sum()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .selection import PRUNABLE
+from .selection import select_weights
 
 _STYLE = {"mean": "-", "zero": "--"}
 
@@ -123,19 +123,16 @@ def plot_sweep(
 
 
 def _normalised_magnitudes(model: nn.Module, exclude_first_conv: bool) -> torch.Tensor:
-    """|w| / rms(w) for every Conv2d/Linear weight of ``model``, flattened together."""
-    layers = [m for m in model.modules() if isinstance(m, PRUNABLE)]
-    if exclude_first_conv:
-        first = next((m for m in layers if isinstance(m, nn.Conv2d)), None)
-        layers = [m for m in layers if m is not first]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no Conv2d/Linear weight to plot")
+    """|w| / rms(w) for every weight pof selects in ``model`` (each q/k/v block on its own),
+    flattened together."""
+    targets = select_weights(model, keep_first_conv=exclude_first_conv)
     out = []
     with torch.no_grad():
-        for m in layers:
-            w = m.weight.detach().double().abs().flatten()
-            rms = w.pow(2).mean().sqrt().clamp_min(1e-12)
-            out.append(w / rms)
+        for t in targets:
+            for piece in t.pieces():
+                w = piece.detach().double().abs().flatten()
+                rms = w.pow(2).mean().sqrt().clamp_min(1e-12)
+                out.append(w / rms)
     return torch.cat(out).cpu()
 
 

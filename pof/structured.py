@@ -29,9 +29,10 @@ from torch.nn.utils import parametrize
 
 from .channel_widths import record_widths
 from .masks import _prune_lowest, check_sparsity
-from .selection import PRUNABLE, _as_patterns, _matches
+from .selection import _as_patterns, _matches
 
 IMPORTANCE = ("pof", "magnitude")
+PRUNABLE = (nn.Conv2d, nn.Linear)  # the layers whose channels are grouped and removed
 
 
 def _tp():

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .bn_recal import preserved_bn_stats
 from .masks import check_sparsity
 from .prune import RECOVER, prune, pruned_layers, remove, unprune
-from .selection import select_layers
+from .selection import select_weights
 from .sparsity import SparsityReport, sparsity_report
 
 
@@ -29,8 +29,8 @@ def bake_masks(model: nn.Module) -> nn.Module:
 
 
 def _measured_sparsity(model: nn.Module, names: set[str]) -> float:
-    """Global sparsity over the layers called ``names`` (the ones pruned)."""
-    rows = [r for r in sparsity_report(model).layers if r.name in names]
+    """Global sparsity over the weights called ``names`` (the ones pruned)."""
+    rows = [r for r in sparsity_report(model).layers if r.key in names]
     return SparsityReport(rows).sparsity
 
 
@@ -78,8 +78,7 @@ def sweep(
             f"model is already pruned ({already[0]!r}, ...): call pof.unprune(model) or "
             "pof.remove(model) before a sweep"
         )
-    layers = select_layers(model, include, exclude)
-    names = {n for n, _ in layers}
+    names = {t.key for t in select_weights(model, include, exclude)}
     runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]
     modes = {m: m.training for m in model.modules()}
     rows: list[dict] = []

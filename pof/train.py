@@ -205,17 +205,28 @@ def _dist_info() -> tuple[int, int, int]:
 
 def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     if cfg.device != "auto":
-        return torch.device(cfg.device)
+        from .device import resolve_device
+
+        return resolve_device(cfg.device)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
 # ---------------------------------------------------------------- model building
-def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
-    """The model for ``cfg``: from the registry, optional init weights, sphere if asked."""
-    arch = {"name": cfg.model, "num_classes": num_classes, "kwargs": cfg.model_kwargs}
-    model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+def build_model(cfg: TrainConfig, num_classes: int,
+                input_size: tuple[int, int, int] | None = None,
+                ) -> tuple[nn.Module, dict[str, Any]]:
+    """The model for ``cfg``: from the registry, optional init weights, sphere if asked.
+
+    A model that takes ``in_channels``/``image_size`` gets them from ``input_size`` (the
+    data's C, H, W) unless ``cfg.model_kwargs`` sets them.
+    """
+    from .models import input_kwargs
+
+    kwargs = {**(input_kwargs(cfg.model, input_size) if input_size else {}), **cfg.model_kwargs}
+    arch = {"name": cfg.model, "num_classes": num_classes, "kwargs": kwargs}
+    model = create_model(cfg.model, num_classes=num_classes, **kwargs)
     if cfg.init:
         path = Path(cfg.init)
         if path.suffix == ".safetensors" and _is_pof_checkpoint(path):
@@ -318,7 +329,7 @@ class _Run:
         self.train_ds = load_dataset(cfg.data, "train", progress=cfg.progress and self.main)
         self.test_ds = _test_split(cfg.data, cfg.progress and self.main)
         spec = self.train_ds.spec
-        self.model, self.arch = build_model(cfg, spec.num_classes)
+        self.model, self.arch = build_model(cfg, spec.num_classes, spec.image_size)
         self.model.to(self.device)
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.fmt)

@@ -1,7 +1,13 @@
 """Model zoo: torchvision-compatible ImageNet models and CIFAR variants."""
 
 from .mobilenetv2 import MobileNetV2, mobilenet_v2, mobilenet_v2_cifar
-from .registry import create_model, default_input_size, list_models, register_model
+from .registry import (
+    create_model,
+    default_input_size,
+    input_kwargs,
+    list_models,
+    register_model,
+)
 from .resnet import (
     BasicBlock,
     Bottleneck,
@@ -13,6 +19,7 @@ from .resnet import (
     resnet56,
 )
 from .small import SmallCNN, small_cnn
+from .vit import ViT, vit_tiny
 
 __all__ = [
     "BasicBlock",
@@ -32,4 +39,7 @@ __all__ = [
     "resnet56",
     "SmallCNN",
     "small_cnn",
+    "ViT",
+    "vit_tiny",
+    "input_kwargs",
 ]

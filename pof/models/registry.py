@@ -10,8 +10,10 @@ from torch import nn
 from .mobilenetv2 import mobilenet_v2, mobilenet_v2_cifar
 from .resnet import resnet18, resnet20, resnet50, resnet56
 from .small import small_cnn
+from .vit import vit_tiny
 
-__all__ = ["register_model", "create_model", "list_models", "default_input_size"]
+__all__ = ["register_model", "create_model", "list_models", "default_input_size",
+           "input_kwargs"]
 
 IMAGENET_INPUT: tuple[int, int, int] = (3, 224, 224)
 CIFAR_INPUT: tuple[int, int, int] = (3, 32, 32)
@@ -73,6 +75,20 @@ def default_input_size(name: str) -> tuple[int, int, int]:
     return _entry(name).input_size
 
 
+def input_kwargs(name: str, input_size: tuple[int, int, int]) -> dict[str, object]:
+    """``in_channels`` / ``image_size`` for data of ``input_size`` (C, H, W), for the ones
+    model ``name`` accepts (so a model adapts to e.g. 1-channel 8x8 digits)."""
+    import inspect
+
+    params = inspect.signature(_entry(name).fn).parameters
+    out: dict[str, object] = {}
+    if "in_channels" in params:
+        out["in_channels"] = int(input_size[0])
+    if "image_size" in params:
+        out["image_size"] = int(input_size[1])
+    return out
+
+
 register_model("resnet18", resnet18)
 register_model("resnet50", resnet50)
 register_model("mobilenet_v2", mobilenet_v2)
@@ -80,3 +96,4 @@ register_model("resnet20", resnet20, num_classes=10, input_size=CIFAR_INPUT)
 register_model("resnet56", resnet56, num_classes=10, input_size=CIFAR_INPUT)
 register_model("mobilenet_v2_cifar", mobilenet_v2_cifar, num_classes=10, input_size=CIFAR_INPUT)
 register_model("small_cnn", small_cnn, num_classes=10, input_size=(1, 8, 8))
+register_model("vit_tiny", vit_tiny, num_classes=10, input_size=CIFAR_INPUT)
