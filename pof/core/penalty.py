@@ -151,8 +151,9 @@ class PrunePenalty(nn.Module):
         out = torch.zeros(len(self.names), dtype=values.dtype, device=values.device)
         return out.index_add(0, self._layer_id, values)
 
-    def _terms(self, ws: list[Tensor], form: str = "energy") -> tuple[Tensor, Tensor]:
-        """(pruned-energy fraction or its sine, margin term) over the selected layers."""
+    def _fractions(self, ws: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(frac, total, flat)``: pruned-energy fraction per level and layer (one column
+        for global scope), total energy per layer (or overall), the flat weights."""
         if self.masks is None:
             self.refresh(ws)
         elif self._keep.device != ws[0].device:  # the model moved since the refresh
@@ -163,7 +164,11 @@ class PrunePenalty(nn.Module):
         pruned = torch.stack([self._per_layer(sq * p) for p in self._pruned_levels])
         if self.scope == "global":
             pruned, total = pruned.sum(1, keepdim=True), total.sum()
-        frac = pruned / total.clamp_min(1e-12)  # (levels, layers)
+        return pruned / total.clamp_min(1e-12), total, flat
+
+    def _terms(self, ws: list[Tensor], form: str = "energy") -> tuple[Tensor, Tensor]:
+        """(pruned-energy fraction or its sine, margin term) over the selected layers."""
+        frac, total, flat = self._fractions(ws)  # frac: (levels, layers)
         # sine: sqrt with a floor so that the gradient stays finite at exactly zero energy
         energy = (frac.clamp_min(1e-12).sqrt() if form == "sine" else frac).mean()
         tau = (self.margin * (total.detach() / self._sizes).sqrt()).clamp_min(1e-12)
@@ -178,12 +183,8 @@ class PrunePenalty(nn.Module):
 
     def level_energies(self) -> list[float]:
         """Pruned-energy fraction at each level (ascending sparsity), from the current sets."""
-        ws = [w.detach() for w in self.weights()]
-        self._terms(ws)
-        flat = torch.cat([w.flatten() for w in ws])
-        sq = flat * flat
-        total = self._per_layer(sq).clamp_min(1e-12)
-        return [(self._per_layer(sq * p) / total).mean().item() for p in self._pruned_levels]
+        with torch.no_grad():
+            return self._fractions(self.weights())[0].mean(1).tolist()
 
     def forward(self) -> Tensor:
         """The penalty (a scalar tensor to add to the task loss)."""
