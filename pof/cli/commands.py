@@ -92,9 +92,9 @@ def _check_bn_recal(model, args: argparse.Namespace, ckpt: str) -> None:
 
 
 def _not_folded(ckpt: str, model) -> None:
-    from ..core.fold import FoldedConv2d, FoldedLinear
+    from ..core.folded import is_folded
 
-    if any(isinstance(m, FoldedConv2d | FoldedLinear) for m in model.modules()):
+    if any(is_folded(m) for m in model.modules()):
         raise PofError(f"{ckpt} is already pruned permanently (--permanent / export); prune "
                        "the checkpoint it came from instead")
 
@@ -143,7 +143,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         recal(model)
     if args.permanent:
         remove(model)
-    report = sparsity_report(model)
+    report = sparsity_report(model, exclude=args.exclude)
     print(report)
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
     meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
