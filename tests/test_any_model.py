@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+import transformers as tr
 from torch import nn
 
 import pof
@@ -81,7 +82,6 @@ def vit():
 
 
 def bert():
-    tr = pytest.importorskip("transformers")
     cfg = tr.BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=128,
                         max_position_embeddings=32, num_labels=3)
@@ -89,7 +89,6 @@ def bert():
 
 
 def gpt2():
-    tr = pytest.importorskip("transformers")
     cfg = tr.GPT2Config(vocab_size=500, n_embd=64, n_layer=2, n_head=4, n_positions=32,
                          bos_token_id=0, eos_token_id=0)
     return tr.GPT2LMHeadModel(cfg)
