@@ -326,3 +326,16 @@ def test_cli_trains_prunes_and_evaluates_vit_tiny_on_digits(tmp_path, capsys):
     assert "patch_embed.weight:" in report and "(dense: first conv kept dense)" in report
     assert main(["eval", str(tmp_path / "p" / "pruned.safetensors")]) == 0
     assert re.match(r"top1 \d+\.\d\d%", capsys.readouterr().out)
+
+
+def test_gmp_prunes_every_attention_block_to_the_target():
+    from pof.core.gmp import GradualPruner
+
+    model, x = _build("vit_tiny")
+    gmp = GradualPruner(model, 0.6, total_steps=4, end=0.5, every=1)
+    for step in range(1, 5):
+        gmp.update(step)
+    assert any(t.attr == "in_proj_weight" for t in gmp.targets)
+    for t in gmp.targets:
+        for piece in t.pieces(t.weight.detach()):  # q, k and v each at exactly 60%
+            assert int((piece == 0).sum()) == round(0.6 * piece.numel()), t.key

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import PofError
-from .targets import CONVS, Target, raw_param, weight_target
+from .targets import CONVS, Target, raw_param, weight_key, weight_target
 
 SELECTION_ATTR = "pof_selection"
 
@@ -116,11 +116,10 @@ def _layer_weights(model: nn.Module) -> list[tuple[Target | None, str, str, str 
     seen: dict[int, str] = {}  # tied weights: GPT-2's lm_head shares wte's parameter
     for i, (_, name, attr, _reason) in enumerate(rows):
         p = raw_param(model.get_submodule(name), attr)
-        key = f"{name}.{attr}" if name else attr
         if p is not None and id(p) in seen:
             rows[i] = (None, name, attr, f"tied to {seen[id(p)]} (shared parameter)")
         elif p is not None:
-            seen[id(p)] = key
+            seen[id(p)] = weight_key(name, attr)
     return rows
 
 
@@ -159,7 +158,7 @@ def weight_inventory(
                 reason = "first conv kept dense"
             if reason is None and any(_matches_target(t, p) for p in sel.exclude):
                 reason = "excluded by pattern"
-        out.append(WeightInfo(f"{name}.{attr}" if name else attr, name, attr, t, reason))
+        out.append(WeightInfo(weight_key(name, attr), name, attr, t, reason))
     return out
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from .prune import mask_param, pruned_layers
 from .selection import Patterns, weight_inventory
+from .targets import weight_key
 
 
 @dataclass
@@ -29,7 +30,7 @@ class LayerSparsity:
 
     @property
     def key(self) -> str:
-        return f"{self.name}.{self.param}" if self.name else self.param
+        return weight_key(self.name, self.param)
 
     @property
     def sparsity(self) -> float:

@@ -29,6 +29,7 @@ from .targets import Target, to_units, unit_view
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _BN_FOLLOWED = (nn.modules.conv._ConvNd, nn.Linear)  # layers whose output a BatchNorm may take
+COSINE_KINDS = (nn.Conv2d, nn.Linear)  # the layers that have a cosine form
 
 
 def row_norms(w: Tensor, eps: float = 1e-12, unit_dim: int = 0) -> Tensor:
@@ -206,7 +207,7 @@ def to_sphere(
                 f"weight {t.key!r} is already parametrized (on the sphere or pruned); "
                 "call pof.remove(model) / pof.from_sphere(model) first"
             )
-        if cosine and not isinstance(t.module, nn.Conv2d | nn.Linear):
+        if cosine and not isinstance(t.module, COSINE_KINDS):
             raise PofError(f"cosine=True supports Conv2d and Linear only, not {t.key!r} "
                            f"({type(t.module).__name__}); exclude it")
     pairs = following_norms(model)

@@ -15,7 +15,7 @@ from .fold import fold
 from .folded import as_folded_attention, is_folded
 from .prune import MEAN_SCOPES, RECOVER, PruneMask
 from .selection import Selection, record_selection, recorded_selection, replace_module
-from .sphere import UnitSphere, as_cosine, is_cosine
+from .sphere import COSINE_KINDS, UnitSphere, as_cosine, is_cosine
 from .targets import Target, weight_target
 
 _FLAGS = ("folded", "cosine")
@@ -72,7 +72,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
             raise _bad(where, f"layer {name!r} is a {type(m).__name__}, which pof does not "
                        "prune")
         if entry.get("cosine"):
-            if not isinstance(m, nn.Conv2d | nn.Linear):
+            if not isinstance(m, COSINE_KINDS):
                 raise _bad(where, f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
             m = as_cosine(m)
             replace_module(model, name, m)

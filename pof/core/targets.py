@@ -44,7 +44,7 @@ class Target:
     @property
     def key(self) -> str:
         """The parameter's dotted name, e.g. ``"blocks.0.attn.in_proj_weight"``."""
-        return f"{self.name}.{self.attr}" if self.name else self.attr
+        return weight_key(self.name, self.attr)
 
     @property
     def weight(self) -> Tensor:
@@ -63,6 +63,11 @@ class Target:
         if self.groups > 1:
             return [f"{self.key}[{i}]" for i in range(self.groups)]
         return [self.key]
+
+
+def weight_key(name: str, attr: str) -> str:
+    """The dotted name of module ``name``'s parameter ``attr`` (``attr`` for the root)."""
+    return f"{name}.{attr}" if name else attr
 
 
 def to_units(w: Tensor, unit_dim: int) -> Tensor:
