@@ -38,8 +38,9 @@ def _matches(name: str, pattern: str) -> bool:
 
 @dataclass(frozen=True)
 class Selection:
-    """Layer selection: ``include``/``exclude`` glob patterns and whether the first conv
-    stays dense (only when nothing is included explicitly)."""
+    """Weight selection: ``include``/``exclude`` glob patterns over module or parameter
+    names and whether the first conv stays dense (only when nothing is included
+    explicitly)."""
 
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
 from transformers import Trainer
 
 from ..errors import PofError
@@ -35,12 +36,13 @@ class PofTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.optimizer is not None:
             raise PofError("PofTrainer creates the optimizer after putting the model on the "
-                             "sphere; do not pass optimizers=")
+                           "sphere; do not pass optimizers=")
         self.pof = ScheduledPenalty(self.model, pof_sparsity, pof_weight, pof_warmup_steps,
                                     pof_form, pof_prune, **(pof_kwargs or {}))
         self._pof_sum, self._pof_count = 0.0, 0
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any],
+                     return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
         out = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                    num_items_in_batch=num_items_in_batch)
         if not model.training:  # evaluation calls this too
@@ -55,7 +57,7 @@ class PofTrainer(Trainer):
         loss = loss + pen.to(loss.device)
         return (loss, outputs) if return_outputs else loss
 
-    def _loss_is_scaled(self, num_items_in_batch) -> bool:
+    def _loss_is_scaled(self, num_items_in_batch: Any) -> bool:
         scaled = getattr(self, "loss_is_scaled_for_ga", None)
         if scaled is None:
             scaled = (getattr(self, "model_accepts_loss_kwargs", False)
@@ -70,7 +72,7 @@ class PofTrainer(Trainer):
             self._pof_sum, self._pof_count = 0.0, 0
         super().log(logs, *args, **kwargs)
 
-    def train(self, *args: Any, **kwargs: Any):
+    def train(self, *args: Any, **kwargs: Any) -> Any:
         result = super().train(*args, **kwargs)
         self.pof.finish(self.model)
         return result

@@ -42,7 +42,7 @@ class PofCallback(pl.Callback):
             return
         if not pl_module.automatic_optimization:
             raise PofError("PofCallback needs automatic optimization; with manual "
-                             "optimization add callback.pof(step) to your loss")
+                           "optimization add callback.pof(step) to your loss")
         self.pof = ScheduledPenalty(pl_module, **self._args)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
