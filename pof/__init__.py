@@ -10,11 +10,14 @@ import importlib
 
 _EXPORTS = {
     "core.bn_recal": ["recalibrate_bn"],
-    "core.fold": ["FoldedConv2d", "FoldedLinear", "fold", "remove"],
+    "core.fold": ["fold", "remove"],
+    "core.folded": ["FoldedConv1d", "FoldedConv2d", "FoldedConv3d", "FoldedConvTranspose1d",
+                    "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding",
+                    "FoldedLinear", "FoldedMultiheadAttention", "is_folded"],
     "core.masks": ["compute_masks"],
     "core.penalty": ["L1Penalty", "PrunePenalty"],
     "core.prune": ["PruneMask", "is_pruned", "prune", "unprune"],
-    "core.selection": ["Selection", "select_layers"],
+    "core.selection": ["Selection", "select_layers", "select_weights"],
     "core.sparsity": ["SparsityReport", "sparsity_report"],
     "core.sphere": ["UnitSphere", "from_sphere", "is_sphere", "to_sphere"],
     "errors": ["PofError"],
@@ -25,10 +28,13 @@ _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __version__ = "0.1.0"
 
 __all__ = [
-    "FoldedConv2d", "FoldedLinear", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
+    "FoldedConv1d", "FoldedConv2d", "FoldedConv3d", "FoldedConvTranspose1d",
+    "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding", "FoldedLinear",
+    "FoldedMultiheadAttention", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
     "Selection", "SparsityReport", "UnitSphere", "compute_masks", "create_model", "fold",
-    "from_sphere", "is_pruned", "is_sphere", "list_models", "prune", "recalibrate_bn",
-    "remove", "select_layers", "sparsity_report", "to_sphere", "unprune",
+    "from_sphere", "is_folded", "is_pruned", "is_sphere", "list_models", "prune",
+    "recalibrate_bn", "remove", "select_layers", "select_weights", "sparsity_report",
+    "to_sphere", "unprune",
 ]
 
 

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 EXTRAS = {"matplotlib", "sklearn", "PIL", "yaml", "tqdm", "safetensors", "numpy"}
 
 SCRIPT = """
@@ -29,3 +31,33 @@ def test_import_pof_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_integrations_import_their_libraries_only_when_used():
+    code = ("import sys, pof.integrations, pof.integrations.schedule; print(sorted(m for m in "
+            "sys.modules if m.split('.')[0] in {'transformers', 'lightning', "
+            "'pytorch_lightning', 'yaml', 'safetensors'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_ci_installs_what_the_integration_tests_need():
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+
+    def closure(name: str) -> set[str]:
+        out = set()
+        for req in extras[name]:
+            inner = re.fullmatch(r"pof\[(.*)\]", req)
+            out |= set().union(*(closure(n) for n in inner[1].split(","))) if inner else {
+                re.split(r"[<>=\[ ]", req)[0]}
+        return out
+
+    assert {"transformers", "accelerate", "lightning"} <= closure("dev")
+    assert '-e ".[all,dev]"' in (root / ".ci" / "run").read_text()

@@ -1,7 +1,10 @@
 """The core: pure torch, works on any ``nn.Module``.
 
-``selection`` (which layers) → ``masks`` (which weights) → ``sphere`` (unit-norm weights)
-→ ``penalty`` (the training term) → ``prune`` (masks as parametrizations) → ``fold``
-(permanent, sparse) → ``sparsity`` (report), ``bn_recal`` (BatchNorm statistics),
-``structure`` (describe / rebuild a model's pof state for checkpoints).
+``targets`` (what a prunable weight is: unit axis, q/k/v groups) → ``selection`` (which
+of them) → ``masks`` (which entries) → ``sphere`` (unit-norm weights) → ``penalty`` (the
+training term) → ``prune`` (masks as parametrizations) → ``fold`` (permanent, sparse;
+the layer kinds in ``folded``) → ``sparsity`` (report, with dense reasons);
+``bn_recal`` (BatchNorm statistics), ``gmp`` and ``subnet`` (the on-the-fly comparators and
+pruned-subnetwork loss), ``structure`` (describe / rebuild a model's pof state for
+checkpoints).
 """

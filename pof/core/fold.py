@@ -1,99 +1,91 @@
-"""Making pruning permanent: each pruned layer becomes a plain, sparse layer.
+"""Making pruning permanent: each pruned weight becomes a plain, sparse one.
 
-A layer with mean recovery becomes a :class:`FoldedConv2d` / :class:`FoldedLinear`: a
-weight with the same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays
-sparse. Cosine layers keep their input normalisation.
+A weight with zero recovery is baked in (the layer keeps its class); one with mean
+recovery turns its layer into a folded layer (:mod:`pof.core.folded`): a weight with the
+same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays sparse. Sphere
+weights of pruned layers are baked too; cosine layers keep their input normalisation.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ..errors import PofError
-from .prune import mask_param, pruned_layers
-from .selection import empty_like_layer, replace_module
-from .sphere import Cosine, CosineConv2d, CosineLinear, is_cosine
+from .folded import as_folded_attention, folded_class, is_folded
+from .prune import mask_param, pruned_attrs, pruned_layers, remove_parametrization
+from .selection import replace_module
+from .sphere import no_fused_path
+from .targets import unit_view
 
 
-def _windowed_sum(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """Sum of the input over each output's receptive field, per group: ``(N, groups, H, W)``."""
-    ones = torch.ones(conv.groups, conv.in_channels // conv.groups, *conv.kernel_size,
-                      dtype=x.dtype, device=x.device)
-    if conv.padding_mode != "zeros":
-        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        return F.conv2d(x, ones, None, conv.stride, 0, conv.dilation, conv.groups)
-    return F.conv2d(x, ones, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+def _plain_copy(module: nn.Module, attr: str, w: Tensor) -> nn.Module:
+    """A copy of ``module`` without parametrizations on ``attr``, whose weight is ``w``."""
+    new = copy.deepcopy(module)
+    remove_parametrization(new, attr, leave_parametrized=False)
+    with torch.no_grad():
+        getattr(new, attr).copy_(w)
+    return new
 
 
-class FoldedConv2d(nn.Conv2d):
-    """Conv2d with a sparse ``weight`` plus ``recovery_mean[o] * windowed_sum(x)``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
-        s = _windowed_sum(self, x).repeat_interleave(self.out_channels // self.groups, 1)
-        return out + self.recovery_mean.view(1, -1, 1, 1) * s
-
-
-class FoldedLinear(nn.Linear):
-    """Linear with a sparse ``weight`` plus ``recovery_mean[o] * sum(x)``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) + self.recovery_mean * x.sum(-1, keepdim=True)
-
-
-class CosineFoldedConv2d(Cosine, FoldedConv2d):
-    """A folded cosine Conv2d."""
-
-
-class CosineFoldedLinear(Cosine, FoldedLinear):
-    """A folded cosine Linear."""
-
-
-def _folded_class(module: nn.Module, folded: bool) -> type[nn.Module]:
-    conv = isinstance(module, nn.Conv2d)
-    if is_cosine(module):
-        return (CosineFoldedConv2d if conv else CosineFoldedLinear) if folded else (
-            CosineConv2d if conv else CosineLinear)
-    return (FoldedConv2d if conv else FoldedLinear) if folded else (
-        nn.Conv2d if conv else nn.Linear)
-
-
-def fold(module: nn.Module) -> nn.Module:
+def fold(module: nn.Module, attr: str | None = None) -> nn.Module:
     """Return a plain, permanently sparse copy of a pruned layer (folded if mean-recovered).
 
-    The result has ``weight`` zero wherever the mask is, and for mean recovery a
-    ``recovery_mean`` buffer so that its outputs equal the masked layer's.
+    ``attr`` is the pruned weight (default: the layer's first). The result has it zero
+    wherever the mask is, and for mean recovery a ``recovery_mean`` buffer so that its
+    outputs equal the masked layer's.
     """
-    p = mask_param(module)
+    attr = attr or next(iter(pruned_attrs(module)), None)
+    p = mask_param(module, attr) if attr else None
     if p is None:
         raise PofError("fold() needs a pruned layer (see pof.prune)")
     with torch.no_grad():
-        w = module.weight.detach().clone()
+        w = getattr(module, attr).detach().clone()
         mu = p.fill(w) if p.recover == "mean" else None
         if mu is not None:
-            w = (w - mu.view(-1, *([1] * (w.dim() - 1)))) * p.mask
+            w = (w - unit_view(mu, w, p.unit_dim)) * p.mask
         else:
             w = w * p.mask
-    new = empty_like_layer(module, _folded_class(module, mu is not None))
-    with torch.no_grad():
-        new.weight.copy_(w)
-        if module.bias is not None:
-            new.bias.copy_(module.bias.detach())
+    base = parametrize.type_before_parametrizations(module)
+    new = _plain_copy(module, attr, w)
+    if isinstance(new, nn.MultiheadAttention):
+        if mu is not None or is_folded(new.out_proj):
+            return as_folded_attention(new, mu)
+        return new
     if mu is not None:
+        new.__class__ = folded_class(base)
         new.register_buffer("recovery_mean", mu.detach().clone())
+        no_fused_path(new)
     return new
 
 
 def remove(model: nn.Module) -> nn.Module:
-    """Make pruning permanent: each pruned layer becomes a plain sparse layer, in place.
+    """Make pruning permanent: each pruned weight becomes a plain sparse one, in place.
 
-    Sphere weights of pruned layers are baked too; mean-recovered layers are folded.
+    Sphere weights of pruned layers are baked too; mean-recovered layers are folded. An
+    attention block whose ``out_proj`` got folded computes attention itself from then on
+    (:class:`~pof.core.folded.FoldedMultiheadAttention`), so that the folded term applies.
     """
     layers = pruned_layers(model)
     if not layers:
         raise PofError("model is not pruned; nothing to remove (see pof.prune)")
     for name, m in layers:
-        replace_module(model, name, fold(m))
+        if isinstance(m, nn.MultiheadAttention):
+            continue  # after its out_proj, which it may have to call as a module
+        replace_module(model, name, _fold_all(m))
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.MultiheadAttention):
+            if pruned_attrs(m):
+                replace_module(model, name, _fold_all(m))
+            elif is_folded(m.out_proj) and not is_folded(m):
+                replace_module(model, name, as_folded_attention(m))
     return model
+
+
+def _fold_all(m: nn.Module) -> nn.Module:
+    for attr in pruned_attrs(m):
+        m = fold(m, attr)
+    return m
