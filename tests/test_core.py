@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import pof
+from pof.core.fold import as_dense
 from pof.core.sphere import row_norms
 
 
@@ -240,6 +241,20 @@ def test_mean_recovery_folds_exactly_and_stays_sparse(cls, mean_scope):
     torch.testing.assert_close(model(x), unfolded, atol=1e-5, rtol=1e-5)
     for _, m in _prunable(model)[1:]:
         assert abs(_zeros(m) - 0.6 * m.weight.numel()) <= 1
+
+
+def test_folded_grouped_conv_equals_masked_and_as_dense():
+    """The mean folded into the kernel at run time, and written out dense for export."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 6, 3, padding=1, groups=2)
+    pof.prune(nn.Sequential(nn.Identity(), conv), 0.6, recover="mean",
+              keep_first_conv=False)
+    x = torch.randn(2, 8, 9, 9)
+    folded = pof.fold(conv)
+    assert (folded.weight == 0).float().mean() >= 0.6 - 1e-6  # stored sparse
+    torch.testing.assert_close(folded(x), conv(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(as_dense(folded)(x), conv(x), atol=1e-5, rtol=1e-5)
+    assert type(as_dense(folded)) is nn.Conv2d  # what exporters see: a plain layer
 
 
 def test_mean_recovery_beats_zero_fill_on_biased_weights():

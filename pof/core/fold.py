@@ -2,7 +2,9 @@
 
 A layer with mean recovery becomes a :class:`FoldedConv2d` / :class:`FoldedLinear`: a
 weight with the same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays
-sparse. Cosine layers keep their input normalisation.
+sparse on disk; the mean is folded back into the kernel when the layer runs (one add over
+the weight, the cost of the zero-pruned layer). Cosine layers keep their input
+normalisation.
 """
 
 from __future__ import annotations
@@ -17,30 +19,24 @@ from .selection import empty_like_layer, replace_module
 from .sphere import Cosine, CosineConv2d, CosineLinear, is_cosine
 
 
-def _windowed_sum(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """Sum of the input over each output's receptive field, per group: ``(N, groups, H, W)``."""
-    ones = torch.ones(conv.groups, conv.in_channels // conv.groups, *conv.kernel_size,
-                      dtype=x.dtype, device=x.device)
-    if conv.padding_mode != "zeros":
-        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        return F.conv2d(x, ones, None, conv.stride, 0, conv.dilation, conv.groups)
-    return F.conv2d(x, ones, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
 class FoldedConv2d(nn.Conv2d):
-    """Conv2d with a sparse ``weight`` plus ``recovery_mean[o] * windowed_sum(x)``."""
+    """Conv2d with a sparse ``weight`` plus ``recovery_mean[o] * windowed_sum(x)``.
+
+    The extra term is folded into the kernel at run time, ``conv(x, weight + mean)``: one
+    add over the weight instead of a second pass over the activations, so the layer costs
+    what the zero-pruned one does (the stored ``weight`` keeps the mask's zeros).
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
-        s = _windowed_sum(self, x).repeat_interleave(self.out_channels // self.groups, 1)
-        return out + self.recovery_mean.view(1, -1, 1, 1) * s
+        return self._conv_forward(x, self.weight + self.recovery_mean.view(-1, 1, 1, 1),
+                                  self.bias)
 
 
 class FoldedLinear(nn.Linear):
-    """Linear with a sparse ``weight`` plus ``recovery_mean[o] * sum(x)``."""
+    """Linear with a sparse ``weight`` plus ``recovery_mean[o] * sum(x)``, folded at run time."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) + self.recovery_mean * x.sum(-1, keepdim=True)
+        return F.linear(x, self.weight + self.recovery_mean.view(-1, 1), self.bias)
 
 
 class CosineFoldedConv2d(Cosine, FoldedConv2d):
@@ -97,3 +93,17 @@ def remove(model: nn.Module) -> nn.Module:
     for name, m in layers:
         replace_module(model, name, fold(m))
     return model
+
+
+def as_dense(module: nn.Module) -> nn.Module:
+    """A plain (unfolded) copy of a folded layer: its effective weight, ``weight + mean``,
+    dense. For exporters, which then fuse it with a following BatchNorm like any layer."""
+    if not isinstance(module, FoldedConv2d | FoldedLinear):
+        raise PofError(f"as_dense() needs a folded layer, got {type(module).__name__}")
+    new = empty_like_layer(module, _folded_class(module, folded=False))
+    mu = module.recovery_mean.view(-1, *([1] * (module.weight.dim() - 1)))
+    with torch.no_grad():
+        new.weight.copy_(module.weight + mu)
+        if module.bias is not None:
+            new.bias.copy_(module.bias)
+    return new
