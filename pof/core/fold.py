@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import PofError
+from .channel_masks import is_channel_pruned
 from .prune import mask_param, pruned_layers
 from .selection import empty_like_layer, replace_module
 from .sphere import Cosine, CosineConv2d, CosineLinear, is_cosine
@@ -86,7 +87,11 @@ def remove(model: nn.Module) -> nn.Module:
     """Make pruning permanent: each pruned layer becomes a plain sparse layer, in place.
 
     Sphere weights of pruned layers are baked too; mean-recovered layers are folded.
+    Channel masks are refused: :func:`pof.remove_channels` removes those channels.
     """
+    if is_channel_pruned(model):
+        raise PofError("model has channel masks: pof.remove_channels(model) removes the "
+                       "channels (a smaller dense model); pof.unprune(model) undoes them")
     layers = pruned_layers(model)
     if not layers:
         raise PofError("model is not pruned; nothing to remove (see pof.prune)")

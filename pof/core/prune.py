@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
-from .masks import check_choice, check_sparsity, compute_masks, parse_nm
+from .masks import check_choice, check_pattern, check_sparsity, compute_masks
 from .selection import Patterns, select_layers
 
 RECOVER = ("zero", "mean")
@@ -97,17 +97,7 @@ def prune(
     models; masks stay on the modules until :func:`pof.remove` (permanent) or
     :func:`unprune` (undo). Returns ``model``.
     """
-    if pattern is not None:
-        n, m = parse_nm(pattern)
-        if sparsity is not None and abs(float(sparsity) - (1 - n / m)) > 1e-9:
-            raise PofError(
-                f"sparsity {sparsity} disagrees with pattern {pattern} (= {1 - n / m:g}); "
-                "pass sparsity=None"
-            )
-    else:
-        if sparsity is None:
-            raise PofError("sparsity is required unless pattern='N:M' is given")
-        sparsity = check_sparsity(sparsity)
+    sparsity = check_sparsity(check_pattern(sparsity, pattern))
     check_choice("recover", recover, RECOVER)  # before the masks are computed
     check_choice("mean_scope", mean_scope, MEAN_SCOPES)
     layers = select_layers(model, include, exclude, keep_first_conv)
@@ -118,7 +108,7 @@ def prune(
             "that permanent, or pof.unprune(model) to undo it, before pruning again"
         )
     names = [n for n, _ in layers]
-    masks = compute_masks(_effective_weights(layers), sparsity or 0.0, scope, pattern, names)
+    masks = compute_masks(_effective_weights(layers), sparsity, scope, pattern, names)
     for (_, m), mask in zip(layers, masks, strict=True):
         parametrize.register_parametrization(m, "weight", PruneMask(mask, recover, mean_scope),
                                              unsafe=True)  # shapes match by construction
@@ -126,7 +116,11 @@ def prune(
 
 
 def unprune(model: nn.Module) -> nn.Module:
-    """Take the prune masks off again, restoring the weights as they were before."""
+    """Take the prune masks off again, restoring the weights as they were before (channel
+    masks and their mean constants too)."""
+    from .channel_masks import clear_channels  # it builds on this module
+
+    clear_channels(model)
     for _, m in pruned_layers(model):
         plist = m.parametrizations.weight
         if len(plist) == 1:
