@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import pytest
 import torch
 from torch import nn
@@ -389,3 +391,35 @@ def test_scaled_unit_sphere_equals_torch_weight_norm():
         ref.parametrizations.weight.original0.copy_(torch.rand(4, 1) + 0.5)
     scale = ref.parametrizations.weight.original0.detach().flatten()
     torch.testing.assert_close(pof.UnitSphere(scale)(lin.weight), ref.weight)
+
+
+def _energy_after(pen: pof.PrunePenalty, model: nn.Module, steps: int) -> tuple[float, float]:
+    e0 = pen.pruned_energy().item()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        pen().backward()
+        opt.step()
+    return e0, pen.pruned_energy().item()
+
+
+def test_two_four_penalty_lowers_pruned_energy():
+    torch.manual_seed(0)
+    model = pof.to_sphere(pof.create_model("small_cnn", width=8))
+    pen = pof.PrunePenalty(model, None, pattern="2:4", refresh_every=5)
+    e0, e1 = _energy_after(pen, model, 60)
+    assert e1 < 0.5 * e0, (e0, e1)
+    with pytest.raises(ValueError, match="disagrees"):
+        pof.PrunePenalty(model, 0.7, pattern="2:4")
+
+
+@pytest.mark.skipif(find_spec("torch_pruning") is None, reason="needs torch-pruning")
+def test_channel_penalty_lowers_channel_energy():
+    torch.manual_seed(0)
+    model = pof.to_sphere(pof.create_model("small_cnn", width=8), exclude="fc")
+    plan = pof.channel_groups(model, torch.zeros(1, 1, 8, 8))
+    pen = pof.PrunePenalty(model, 0.5, channels=plan, refresh_every=5)
+    e0, e1 = _energy_after(pen, model, 60)
+    assert e1 < 0.5 * e0, (e0, e1)
+    with pytest.raises(ValueError, match="per channel group"):
+        pof.PrunePenalty(model, 0.5, channels=plan, scope="global")

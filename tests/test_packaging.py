@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-EXTRAS = {"matplotlib", "sklearn", "PIL", "yaml", "tqdm", "safetensors", "numpy"}
+EXTRAS = {"matplotlib", "sklearn", "PIL", "yaml", "tqdm", "safetensors", "numpy",
+          "torch_pruning", "onnx", "onnxruntime"}
 
 SCRIPT = """
 import sys
@@ -11,7 +12,8 @@ import torch
 before = set(sys.modules)
 import pof
 pof.to_sphere, pof.PrunePenalty, pof.prune, pof.remove, pof.create_model
-import pof.core.structure
+import pof.core.structure, pof.core.channel_masks, pof.core.widths
+import pof.structured, pof.export  # their optional packages load on first use
 print(sorted({m.split('.')[0] for m in set(sys.modules) - before} & EXTRAS))
 """
 
@@ -29,3 +31,27 @@ def test_import_pof_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_core_code_never_imports_optional_or_outer_packages():
+    """Not even lazily: Torch-Pruning and ONNX code lives in pof.structured / pof.export."""
+    from pathlib import Path
+
+    core = Path(__file__).parent.parent / "pof" / "core"
+    for f in core.glob("*.py"):
+        text = f.read_text()
+        for name in ("torch_pruning", "onnx", "onnxruntime", "..structured", "..export",
+                     "..training", "..data"):
+            assert f"import {name}" not in text and f"from {name} " not in text, (f, name)
+
+
+def test_ci_extras_bring_the_optional_packages():
+    """CI installs .[all,dev]: the structured and ONNX tests run there instead of skipping."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    extras = dict(re.findall(r'^(\w+) = (\[.*\])$', text, re.M))
+    assert "speed" in extras["all"] and "pof[all]" in extras["dev"]
+    for pkg in ("torch-pruning", "onnx", "onnxruntime"):
+        assert f'"{pkg}>=' in extras["speed"], pkg
