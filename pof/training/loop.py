@@ -55,7 +55,7 @@ from .schedule import make_scheduler
 
 # a resumed run must agree with the checkpoint on these (anything else may change)
 RESUME_KEYS = ("model", "model_kwargs", "data", "seed", "epochs", "batch_size", "penalty",
-               "sparsity")
+               "sparsity", "structure", "pattern")
 
 
 class Trainer:
