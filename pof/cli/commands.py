@@ -185,8 +185,7 @@ def _prune_channels(model, meta: dict, args: argparse.Namespace) -> None:
 
 
 def _check_channel_flags(args: argparse.Namespace) -> None:
-    """``--structure channel`` takes a fraction of channels; ``--importance`` and
-    ``--mean-batches`` only make sense with it."""
+    """``--structure channel`` takes a fraction of channels; ``--importance`` needs it."""
     if args.structure == "channel":
         if args.sparsity is None or args.scope != "layer":
             raise PofError("--structure channel needs --sparsity (the fraction of each channel "

@@ -294,8 +294,7 @@ class TrainConfig:
                               "a range")
         if self.pattern is not None:
             n, m = parse_nm(self.pattern)
-            if abs(self.sparsity - (1 - n / m)) > 1e-9:
-                self.sparsity = 1 - n / m  # the pattern fixes it
+            self.sparsity = 1 - n / m  # the pattern fixes it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
