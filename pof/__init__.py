@@ -12,11 +12,14 @@ import importlib
 
 _EXPORTS = {
     "core.bn_recal": ["recalibrate_bn"],
-    "core.fold": ["FoldedConv2d", "FoldedLinear", "fold", "remove"],
+    "core.fold": ["fold", "remove"],
+    "core.folded": ["FoldedConv1d", "FoldedConv2d", "FoldedConv3d", "FoldedConvTranspose1d",
+                    "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding",
+                    "FoldedLinear", "FoldedMultiheadAttention", "is_folded"],
     "core.masks": ["compute_masks"],
     "core.penalty": ["L1Penalty", "PrunePenalty"],
     "core.prune": ["PruneMask", "is_pruned", "prune", "unprune"],
-    "core.selection": ["Selection", "select_layers"],
+    "core.selection": ["Selection", "select_layers", "select_weights"],
     "core.sparsity": ["SparsityReport", "sparsity_report"],
     "core.sphere": ["UnitSphere", "from_sphere", "is_sphere", "to_sphere"],
     "errors": ["PofError"],
@@ -29,11 +32,14 @@ _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __version__ = "0.1.0"
 
 __all__ = [
-    "FoldedConv2d", "FoldedLinear", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
+    "FoldedConv1d", "FoldedConv2d", "FoldedConv3d", "FoldedConvTranspose1d",
+    "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding", "FoldedLinear",
+    "FoldedMultiheadAttention", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
     "Selection", "SparsityReport", "UnitSphere", "channel_groups", "compute_masks",
-    "create_model", "export_onnx", "fold", "from_sphere", "is_pruned", "is_sphere",
-    "list_models", "prune", "prune_channels", "recalibrate_bn", "remove", "remove_channels",
-    "select_layers", "sparsity_report", "to_sphere", "unprune",
+    "create_model", "export_onnx", "fold", "from_sphere", "is_folded", "is_pruned",
+    "is_sphere", "list_models", "prune", "prune_channels", "recalibrate_bn", "remove",
+    "remove_channels", "select_layers", "select_weights", "sparsity_report", "to_sphere",
+    "unprune",
 ]
 
 

@@ -23,17 +23,19 @@ from .report import markdown_table, plot_sweep, plot_weight_histograms, write_js
 from .sweep import bake_masks, sweep
 from .training import TrainConfig, evaluate, train
 from .training.checkpoint import model_from_checkpoint
+from .training.distributed import pick_device
 
 TARGET = 0.8
 RANGE = "0.3:0.9"
 SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 
-def demo_configs(out: Path, quick: bool, seed: int) -> dict[str, TrainConfig]:
+def demo_configs(out: Path, quick: bool, seed: int,
+                 device: str = "auto") -> dict[str, TrainConfig]:
     """The arms: identical budget, schedule, data order and seed."""
     common = dict(model="small_cnn", data="digits", epochs=1 if quick else 15,
                   batch_size=64, lr=0.1, weight_decay=5e-4, seed=seed, workers=0,
-                  ckpt_every=10_000, progress=False)
+                  ckpt_every=10_000, progress=False, device=device)
     pof = dict(penalty="pof", penalty_weight=5.0, penalty_warmup=0 if quick else 3,
                penalty_refresh=20)
     arms = {"standard": dict(penalty="none"),
@@ -48,11 +50,13 @@ def _final_acc(run: Path) -> float:
     return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
 
 
-def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0) -> list[dict]:
-    """Run the demo; returns the sweep rows (also written to ``out``)."""
+def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0,
+             device: str = "auto") -> list[dict]:
+    """Run the demo on ``device``; returns the sweep rows (also written to ``out``)."""
     out = Path(out)
     t0 = time.time()
-    configs = demo_configs(out, quick, seed)
+    dev = pick_device(device)
+    configs = demo_configs(out, quick, seed, device)
     print(f"pof demo: small CNN on scikit-learn digits, {configs['pof'].epochs:g} epochs per "
           f"arm, GMP and pof target sparsity {TARGET:g}, range {RANGE}, seed {seed}")
     epochs = int(configs["pof"].epochs)
@@ -82,8 +86,8 @@ def run_demo(out: str | Path = "pof-demo", quick: bool = False, seed: int = 0) -
     rows, models = [], {}
     for name, cfg in configs.items():
         model, _ = model_from_checkpoint(Path(cfg.out) / "final.safetensors")
-        bake_masks(model)
-        rows += sweep(model, lambda m: evaluate(m, loader), sparsities, label=name,
+        bake_masks(model.to(dev))
+        rows += sweep(model, lambda m: evaluate(m, loader, dev), sparsities, label=name,
                       progress=False, recalibrate=recal)
         models[name] = model
     table = markdown_table(rows)

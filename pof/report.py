@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .core.selection import PRUNABLE
+from .core.selection import select_weights
 from .errors import PofError
 from .fileio import atomic_path, write_text
 
@@ -124,19 +124,15 @@ def plot_sweep(
 
 
 def _normalised_magnitudes(model: nn.Module, exclude_first_conv: bool) -> torch.Tensor:
-    """|w| / rms(w) for every Conv2d/Linear weight of ``model``, flattened together."""
-    layers = [m for m in model.modules() if isinstance(m, PRUNABLE)]
-    if exclude_first_conv:
-        first = next((m for m in layers if isinstance(m, nn.Conv2d)), None)
-        layers = [m for m in layers if m is not first]
-    if not layers:
-        raise PofError(f"{type(model).__name__} has no Conv2d/Linear weight to plot")
+    """|w| / rms(w) for every prunable weight of ``model`` (each q/k/v block on its own),
+    flattened together."""
     out = []
     with torch.no_grad():
-        for m in layers:
-            w = m.weight.detach().double().abs().flatten()
-            rms = w.pow(2).mean().sqrt().clamp_min(1e-12)
-            out.append(w / rms)
+        for t in select_weights(model, keep_first_conv=exclude_first_conv):
+            for piece in t.pieces():
+                w = piece.detach().double().abs().flatten()
+                rms = w.pow(2).mean().sqrt().clamp_min(1e-12)
+                out.append(w / rms)
     return torch.cat(out).cpu()
 
 
@@ -146,7 +142,7 @@ def plot_weight_histograms(
     bins: int = 200,
     exclude_first_conv: bool = True,
 ) -> None:
-    """Histogram of |w|/rms (per layer) of each model's Conv2d/Linear weights; save a PNG.
+    """Histogram of |w|/rms (per layer) of each model's prunable weights; save a PNG.
 
     Uses the effective ``module.weight`` (sphere/pruned parametrizations applied). One
     subplot per model, side by side, on shared bins with a log-scale count axis.

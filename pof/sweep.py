@@ -17,7 +17,7 @@ from .core.bn_recal import preserved_bn_stats
 from .core.fold import remove
 from .core.masks import check_choice, check_sparsity
 from .core.prune import RECOVER, prune, pruned_layers, unprune
-from .core.selection import Patterns, resolve_selection, select_layers
+from .core.selection import Patterns, resolve_selection, select_weights
 from .core.sparsity import SparsityReport, sparsity_report
 from .errors import PofError
 
@@ -30,9 +30,9 @@ def bake_masks(model: nn.Module) -> nn.Module:
     return model
 
 
-def _measured_sparsity(model: nn.Module, names: set[str]) -> float:
-    """Global sparsity over the layers called ``names`` (the ones pruned)."""
-    rows = [r for r in sparsity_report(model).layers if r.name in names]
+def _measured_sparsity(model: nn.Module, keys: set[str]) -> float:
+    """Global sparsity over the weights called ``keys`` (the ones pruned)."""
+    rows = [r for r in sparsity_report(model).layers if r.key in keys]
     return SparsityReport(rows).sparsity
 
 
@@ -54,7 +54,7 @@ def sweep(
     Returns one row per run: first the dense model (``sparsity=0.0, recover="dense"``),
     then every ``(recover, sparsity)`` pair. Each row is ``{"label", "sparsity",
     "recover", "measured_sparsity", **evaluate(model)}``; ``measured_sparsity`` is the
-    global sparsity over the layers pof prunes, not over layers left dense. The layers are
+    global sparsity over the weights pof prunes, not over weights left dense. The layers are
     the selection recorded on the model unless ``include``/``exclude``/``keep_first_conv``
     are given. The model is pruned in place and unpruned after each run,
     also when ``evaluate`` raises; train/eval modes are restored at the end.
@@ -72,7 +72,7 @@ def sweep(
             "pof.remove(model) before a sweep"
         )
     sel = resolve_selection(model, include, exclude, keep_first_conv)
-    names = {n for n, _ in select_layers(model, sel.include, sel.exclude, sel.keep_first_conv)}
+    keys = {t.key for t in select_weights(model, sel.include, sel.exclude, sel.keep_first_conv)}
     runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]
     modes = {m: m.training for m in model.modules()}
     rows: list[dict] = []
@@ -88,7 +88,7 @@ def sweep(
                               exclude=sel.exclude, keep_first_conv=sel.keep_first_conv)
                         if recalibrate is not None:
                             recalibrate(model)
-                    measured = _measured_sparsity(model, names)
+                    measured = _measured_sparsity(model, keys)
                     metrics = evaluate(model)
                 finally:
                     if r != "dense":

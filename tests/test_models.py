@@ -95,7 +95,7 @@ TV_PARAMS = {"resnet18": 11_689_512, "resnet50": 25_557_032, "mobilenet_v2": 3_5
 
 
 def test_registry_lists_all_models() -> None:
-    assert list_models() == sorted(IMAGENET + CIFAR + ["small_cnn"])
+    assert list_models() == sorted(IMAGENET + CIFAR + ["small_cnn", "vit_tiny"])
 
 
 @pytest.mark.parametrize("name", IMAGENET + CIFAR)
@@ -189,3 +189,17 @@ def test_unknown_model_lists_available() -> None:
 def test_register_duplicate_rejected() -> None:
     with pytest.raises(ValueError):
         register_model("resnet18", lambda num_classes=1: nn.Linear(1, num_classes))
+
+
+def test_vit_tiny_shape_size_and_input_kwargs() -> None:
+    from pof.models import input_kwargs
+
+    model = create_model("vit_tiny")
+    assert 300_000 < sum(p.numel() for p in model.parameters()) < 600_000
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert input_kwargs("vit_tiny", (1, 8, 8)) == {"in_channels": 1, "image_size": 8}
+    assert input_kwargs("resnet20", (1, 8, 8)) == {}
+    digits = create_model("vit_tiny", **input_kwargs("vit_tiny", (1, 8, 8)))
+    assert digits(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ValueError, match="divisible by patch_size"):
+        create_model("vit_tiny", image_size=30)

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 EXTRAS = {"matplotlib", "sklearn", "PIL", "yaml", "tqdm", "safetensors", "numpy",
           "torch_pruning", "onnx", "onnxruntime"}
 
@@ -45,13 +47,32 @@ def test_core_code_never_imports_optional_or_outer_packages():
             assert f"import {name}" not in text and f"from {name} " not in text, (f, name)
 
 
-def test_ci_extras_bring_the_optional_packages():
-    """CI installs .[all,dev]: the structured and ONNX tests run there instead of skipping."""
+def test_integrations_import_their_libraries_only_when_used():
+    code = ("import sys, pof.integrations, pof.integrations.schedule; print(sorted(m for m in "
+            "sys.modules if m.split('.')[0] in {'transformers', 'lightning', "
+            "'pytorch_lightning', 'yaml', 'safetensors'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_ci_installs_what_the_integration_tests_need():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).parent.parent / "pyproject.toml").read_text()
-    extras = dict(re.findall(r'^(\w+) = (\[.*\])$', text, re.M))
-    assert "speed" in extras["all"] and "pof[all]" in extras["dev"]
-    for pkg in ("torch-pruning", "onnx", "onnxruntime"):
-        assert f'"{pkg}>=' in extras["speed"], pkg
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+
+    def closure(name: str) -> set[str]:
+        out = set()
+        for req in extras[name]:
+            inner = re.fullmatch(r"pof\[(.*)\]", req)
+            out |= set().union(*(closure(n) for n in inner[1].split(","))) if inner else {
+                re.split(r"[<>=\[ ]", req)[0]}
+        return out
+
+    assert {"transformers", "accelerate", "lightning", "torch-pruning", "onnx",
+            "onnxruntime"} <= closure("dev")
+    assert '-e ".[all,dev]"' in (root / ".ci" / "run").read_text()

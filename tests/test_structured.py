@@ -68,7 +68,7 @@ def test_channel_masks_are_reversible_and_match_penalty():
     pen.refresh()
     pof.prune_channels(model, 0.5)
     mods = dict(model.named_modules())
-    for name, keep in zip(pen.names, pen.masks, strict=True):
+    for name, keep in zip(pen.channels.consumers, pen.masks, strict=True):
         mask = next(p for p in mods[name].parametrizations.weight if isinstance(p, PruneMask))
         assert torch.equal(mask.mask, keep), name  # the penalty pushes what prune removes
     assert (model(x) - ref).abs().max() > 1e-3

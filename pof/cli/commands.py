@@ -49,32 +49,38 @@ def _stats(meta: dict, ckpt: str):
     return tuple(mean), tuple(std)
 
 
-def _check_data_fits(model, ds, data: str, classes: int, ckpt: str) -> None:
-    """The data set's class count and image shape fit the checkpoint's model."""
-    from ..training.evaluate import check_model_takes
+def _load(ckpt: str, device: str):
+    """``(model, metadata)`` of a checkpoint, the model on ``device`` (checked first)."""
+    from ..training.checkpoint import model_from_checkpoint
+    from ..training.distributed import pick_device
 
-    if ds.spec.num_classes != classes:
-        raise DataError(f"{data} has {ds.spec.num_classes} classes but {ckpt} was trained "
-                        f"for {classes}")
-    check_model_takes(model, ds, f"the model of {ckpt}")
+    dev = pick_device(device)
+    model, meta = model_from_checkpoint(ckpt)
+    return model.to(dev), meta
 
 
 def _evaluator(model, data: str, batch: int, meta: dict, ckpt: str
                ) -> Callable[[Any], dict[str, float]]:
-    """``model -> metrics`` on ``data``'s held-out split, normalised as the checkpoint's
-    training data was, checked against the model first."""
+    """``model -> metrics`` on ``data``'s held-out split (on the model's device), normalised
+    as the checkpoint's training data was, checked against the model first."""
+    from ..core.bn_recal import model_device
     from ..data import make_loader
-    from ..training.evaluate import evaluate, held_out_split
+    from ..training.evaluate import check_model_takes, evaluate, held_out_split
 
     classes = _num_classes(meta)
     ds = held_out_split(data, True, _stats(meta, ckpt))
-    _check_data_fits(model, ds, data, classes, ckpt)
+    if ds.spec.num_classes != classes:
+        raise DataError(f"{data} has {ds.spec.num_classes} classes but {ckpt} was trained "
+                        f"for {classes}")
+    dev = model_device(model)
+    check_model_takes(model, ds, f"the model of {ckpt}", dev)
     loader = make_loader(ds, batch, train=False)
-    return lambda m: evaluate(m, loader, "cpu")
+    return lambda m: evaluate(m, loader, dev)
 
 
 def _recalibrator(data: str, batches: int, batch_size: int) -> Callable[[Any], object]:
-    """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches."""
+    """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches
+    (on the model's device)."""
     from ..core.bn_recal import recalibrate_bn
     from ..data import load_dataset, make_loader
 
@@ -92,9 +98,9 @@ def _check_bn_recal(model, args: argparse.Namespace, ckpt: str) -> None:
 
 
 def _not_folded(ckpt: str, model) -> None:
-    from ..core.fold import FoldedConv2d, FoldedLinear
+    from ..core.folded import is_folded
 
-    if any(isinstance(m, FoldedConv2d | FoldedLinear) for m in model.modules()):
+    if any(is_folded(m) for m in model.modules()):
         raise PofError(f"{ckpt} is already pruned permanently (--permanent / export); prune "
                        "the checkpoint it came from instead")
 
@@ -108,9 +114,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ..training.checkpoint import model_from_checkpoint
-
-    model, meta = model_from_checkpoint(args.checkpoint)
+    model, meta = _load(args.checkpoint, args.device)
     data = _data_source(args, meta, args.checkpoint)
     m = _evaluator(model, data, args.batch_size, meta, args.checkpoint)(model)
     print(f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
@@ -121,12 +125,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from ..core.prune import prune
     from ..core.sparsity import sparsity_report
     from ..fileio import write_text
-    from ..training.checkpoint import model_from_checkpoint, save_checkpoint
+    from ..training.checkpoint import save_checkpoint
     from ..training.run_dir import check_out_dir, outputs
 
     _check_channel_flags(args)
     out = check_out_dir(args.out)
-    model, meta = model_from_checkpoint(args.checkpoint)
+    model, meta = _load(args.checkpoint, args.device)
     _not_folded(args.checkpoint, model)
     _check_bn_recal(model, args, args.checkpoint)
     lo_hi = (meta.get("config") or {}).get("sparsity")
@@ -155,7 +159,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         print(f"channels removed: {n0:,} -> {n1:,} parameters ({100 * n1 / n0:.1f}%)")
     elif args.permanent:
         remove(model)
-    report = sparsity_report(model)
+    report = sparsity_report(model, exclude=args.exclude)
     print(report)
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
     meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
@@ -241,7 +245,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from ..fileio import write_text
     from ..report import markdown_table, plot_sweep, plot_weight_histograms, write_json
     from ..sweep import bake_masks, sweep
-    from ..training.checkpoint import model_from_checkpoint, read_meta
+    from ..training.checkpoint import read_meta
     from ..training.run_dir import check_out_dir, outputs
 
     out = check_out_dir(args.out)
@@ -249,7 +253,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         _data_source(args, read_meta(ckpt), ckpt)
     rows, models = [], {}
     for ckpt in args.checkpoints:
-        model, meta = model_from_checkpoint(ckpt)
+        model, meta = _load(ckpt, args.device)
         bake_masks(model)  # a GMP run: its zeros stay, the sweep prunes further from there
         _check_bn_recal(model, args, ckpt)
         label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
@@ -296,4 +300,4 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from ..training.run_dir import check_out_dir, outputs
 
     with outputs(check_out_dir(args.out)) as out:
-        run_demo(out=out, quick=args.quick, seed=args.seed)
+        run_demo(out=out, quick=args.quick, seed=args.seed, device=args.device)

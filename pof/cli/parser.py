@@ -89,6 +89,16 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozens
                        help=f"{f.metadata['help']} (default: {default})")
 
 
+def _device_flag(q: argparse.ArgumentParser) -> None:
+    from ..training.config import field_kind
+
+    kind = field_kind("device")
+    q.add_argument("--device", default="auto",
+                   type=_arg(lambda text: kind.check("device", text), "device"),
+                   help="where the model runs: auto (CUDA when available), cpu, cuda, cuda:N "
+                   "or mps (default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pof`` parser with one sub-parser per command."""
     p = _Parser(prog="pof", description="Pruning On-the-Fly: train with a pruning-aware "
@@ -106,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     def data_flags(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
         q.add_argument("--batch-size", type=batch, default=256, help="evaluation batch size")
+        _device_flag(q)
 
     e = sub.add_parser("eval", help="top-1/top-5 accuracy and loss of a checkpoint")
     e.add_argument("checkpoint", help="a pof checkpoint (.safetensors)")
@@ -184,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
     d.add_argument("--out", default="pof-demo", help="output folder")
     d.add_argument("--seed", type=_number("seed", integer=True, lo=0), default=0,
-                   help="random seed of both arms")
+                   help="random seed of every arm")
+    _device_flag(d)
     d.set_defaults(func=commands.cmd_demo)
     return p

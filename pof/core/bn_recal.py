@@ -25,16 +25,25 @@ def batchnorms(model: nn.Module) -> list[nn.Module]:
             if isinstance(m, BN_TYPES) and m.track_running_stats and m.running_mean is not None]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Device of ``model``'s first parameter or buffer (CPU for a model without tensors)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int | None = None,
-                   device: torch.device | str = "cpu") -> int:
+                   device: torch.device | str | None = None) -> int:
     """Re-estimate every BatchNorm's running mean/var from ``batches``; returns images seen.
 
     ``batches`` yields input tensors or ``(inputs, labels)`` pairs; at most ``num_batches``
     are used. Statistics are a plain average over them (``momentum=None``). Only the
     BatchNorm modules run in train mode (dropout and the rest stay in eval mode); the
-    model's modes and BatchNorm momenta are restored afterwards.
+    model's modes and BatchNorm momenta are restored afterwards. Batches go to ``device``
+    (default: the model's device).
     """
+    device = model_device(model) if device is None else device
     bns = batchnorms(model)
     if not bns:
         raise PofError("model has no BatchNorm layers with running statistics to recalibrate")

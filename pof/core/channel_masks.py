@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
+from .bn_recal import model_device
 from .channels import ChannelPlan
 from .masks import check_choice, check_sparsity
 from .prune import RECOVER, PruneMask, pruned_layers
@@ -35,12 +36,6 @@ def channel_plan(model: nn.Module) -> ChannelPlan | None:
 def is_channel_pruned(model: nn.Module) -> bool:
     """True if ``model`` carries channel masks (see :func:`mask_channels`)."""
     return channel_plan(model) is not None
-
-
-def device_of(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (CPU without parameters)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _inputs(batches: Iterable, limit: int) -> Iterable[Tensor]:
@@ -68,7 +63,7 @@ def input_means(model: nn.Module, names: list[str], batches: Iterable, limit: in
     handles = [mods[n].register_forward_pre_hook(hook(n)) for n in names]
     was, count = model.training, 0
     model.eval()
-    dev = device_of(model)
+    dev = model_device(model)
     try:
         for x in _inputs(batches, limit):
             model(x.to(dev))

@@ -1,92 +1,79 @@
-"""Making pruning permanent: each pruned layer becomes a plain, sparse layer.
+"""Making pruning permanent: each pruned weight becomes a plain, sparse one.
 
-A layer with mean recovery becomes a :class:`FoldedConv2d` / :class:`FoldedLinear`: a
-weight with the same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays
-sparse on disk; the mean is folded back into the kernel when the layer runs (one add over
-the weight, the cost of the zero-pruned layer). Cosine layers keep their input
-normalisation.
+A weight with zero recovery is baked in (the layer keeps its class); one with mean
+recovery turns its layer into a folded layer (:mod:`pof.core.folded`): a weight with the
+same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays sparse on
+disk (convolutions add the mean to the kernel when they run: the zero-pruned cost). Sphere
+weights of pruned layers are baked too; cosine layers keep their input normalisation.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ..errors import PofError
 from .channel_masks import is_channel_pruned
-from .prune import mask_param, pruned_layers
-from .selection import empty_like_layer, replace_module
-from .sphere import Cosine, CosineConv2d, CosineLinear, is_cosine
+from .folded import as_folded_attention, folded_class, is_folded, plain_class
+from .prune import mask_param, pruned_attrs, pruned_layers, remove_parametrization
+from .selection import replace_module
+from .sphere import no_fused_path
+from .targets import unit_view, weight_target
 
 
-class FoldedConv2d(nn.Conv2d):
-    """Conv2d with a sparse ``weight`` plus ``recovery_mean[o] * windowed_sum(x)``.
-
-    The extra term is folded into the kernel at run time, ``conv(x, weight + mean)``: one
-    add over the weight instead of a second pass over the activations, so the layer costs
-    what the zero-pruned one does (the stored ``weight`` keeps the mask's zeros).
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.weight + self.recovery_mean.view(-1, 1, 1, 1),
-                                  self.bias)
-
-
-class FoldedLinear(nn.Linear):
-    """Linear with a sparse ``weight`` plus ``recovery_mean[o] * sum(x)``, folded at run time."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight + self.recovery_mean.view(-1, 1), self.bias)
+def _plain_copy(module: nn.Module, attr: str, w: Tensor) -> nn.Module:
+    """A copy of ``module`` without parametrizations on ``attr``, whose weight is ``w``."""
+    new = copy.deepcopy(module)
+    if parametrize.is_parametrized(new):  # a class of its own: removing a parametrization
+        cls = type(new)                   # deletes its property from the class, and the
+        new.__class__ = type(cls.__name__, cls.__bases__, {  # copy shares module's class
+            k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
+    remove_parametrization(new, attr, leave_parametrized=False)
+    with torch.no_grad():
+        getattr(new, attr).copy_(w)
+    return new
 
 
-class CosineFoldedConv2d(Cosine, FoldedConv2d):
-    """A folded cosine Conv2d."""
-
-
-class CosineFoldedLinear(Cosine, FoldedLinear):
-    """A folded cosine Linear."""
-
-
-def _folded_class(module: nn.Module, folded: bool) -> type[nn.Module]:
-    conv = isinstance(module, nn.Conv2d)
-    if is_cosine(module):
-        return (CosineFoldedConv2d if conv else CosineFoldedLinear) if folded else (
-            CosineConv2d if conv else CosineLinear)
-    return (FoldedConv2d if conv else FoldedLinear) if folded else (
-        nn.Conv2d if conv else nn.Linear)
-
-
-def fold(module: nn.Module) -> nn.Module:
+def fold(module: nn.Module, attr: str | None = None) -> nn.Module:
     """Return a plain, permanently sparse copy of a pruned layer (folded if mean-recovered).
 
-    The result has ``weight`` zero wherever the mask is, and for mean recovery a
-    ``recovery_mean`` buffer so that its outputs equal the masked layer's.
+    ``attr`` is the pruned weight (default: the layer's first). The result has it zero
+    wherever the mask is, and for mean recovery a ``recovery_mean`` buffer so that its
+    outputs equal the masked layer's.
     """
-    p = mask_param(module)
+    attr = attr or next(iter(pruned_attrs(module)), None)
+    p = mask_param(module, attr) if attr else None
     if p is None:
         raise PofError("fold() needs a pruned layer (see pof.prune)")
     with torch.no_grad():
-        w = module.weight.detach().clone()
+        w = getattr(module, attr).detach().clone()
         mu = p.fill(w) if p.recover == "mean" else None
         if mu is not None:
-            w = (w - mu.view(-1, *([1] * (w.dim() - 1)))) * p.mask
+            w = (w - unit_view(mu, w, p.unit_dim)) * p.mask
         else:
             w = w * p.mask
-    new = empty_like_layer(module, _folded_class(module, mu is not None))
-    with torch.no_grad():
-        new.weight.copy_(w)
-        if module.bias is not None:
-            new.bias.copy_(module.bias.detach())
+    base = parametrize.type_before_parametrizations(module)
+    new = _plain_copy(module, attr, w)
+    if isinstance(new, nn.MultiheadAttention):
+        if mu is not None or is_folded(new.out_proj):
+            return as_folded_attention(new, mu)
+        return new
     if mu is not None:
+        new.__class__ = folded_class(base)
         new.register_buffer("recovery_mean", mu.detach().clone())
+        no_fused_path(new)
     return new
 
 
 def remove(model: nn.Module) -> nn.Module:
-    """Make pruning permanent: each pruned layer becomes a plain sparse layer, in place.
+    """Make pruning permanent: each pruned weight becomes a plain sparse one, in place.
 
-    Sphere weights of pruned layers are baked too; mean-recovered layers are folded.
+    Sphere weights of pruned layers are baked too; mean-recovered layers are folded. An
+    attention block whose ``out_proj`` got folded computes attention itself from then on
+    (:class:`~pof.core.folded.FoldedMultiheadAttention`), so that the folded term applies.
     Channel masks are refused: :func:`pof.remove_channels` removes those channels.
     """
     if is_channel_pruned(model):
@@ -96,19 +83,36 @@ def remove(model: nn.Module) -> nn.Module:
     if not layers:
         raise PofError("model is not pruned; nothing to remove (see pof.prune)")
     for name, m in layers:
-        replace_module(model, name, fold(m))
+        if isinstance(m, nn.MultiheadAttention):
+            continue  # after its out_proj, which it may have to call as a module
+        replace_module(model, name, _fold_all(m))
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.MultiheadAttention):
+            if pruned_attrs(m):
+                replace_module(model, name, _fold_all(m))
+            elif is_folded(m.out_proj) and not is_folded(m):
+                replace_module(model, name, as_folded_attention(m))
     return model
 
 
+def _fold_all(m: nn.Module) -> nn.Module:
+    for attr in pruned_attrs(m):
+        m = fold(m, attr)
+    return m
+
+
 def as_dense(module: nn.Module) -> nn.Module:
-    """A plain (unfolded) copy of a folded layer: its effective weight, ``weight + mean``,
-    dense. For exporters, which then fuse it with a following BatchNorm like any layer."""
-    if not isinstance(module, FoldedConv2d | FoldedLinear):
-        raise PofError(f"as_dense() needs a folded layer, got {type(module).__name__}")
-    new = empty_like_layer(module, _folded_class(module, folded=False))
-    mu = module.recovery_mean.view(-1, *([1] * (module.weight.dim() - 1)))
+    """A plain copy of a folded layer (the class it was folded from) whose weight is the
+    effective one, ``weight + mean``, dense. For exporters, which then fuse it with a
+    following BatchNorm like any other layer."""
+    if not is_folded(module) or parametrize.is_parametrized(module):
+        raise PofError(f"as_dense() needs a folded layer without parametrizations, got "
+                       f"{type(module).__name__}")
+    new = copy.deepcopy(module)
+    target, _ = weight_target("", new)
+    w = getattr(new, target.attr)
     with torch.no_grad():
-        new.weight.copy_(module.weight + mu)
-        if module.bias is not None:
-            new.bias.copy_(module.bias)
+        w.add_(unit_view(new.recovery_mean, w, target.unit_dim))
+    del new._buffers["recovery_mean"]
+    new.__class__ = plain_class(type(module))
     return new

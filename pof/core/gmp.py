@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import PofError
-from .masks import check_sparsity, compute_masks
-from .prune import mask_param, prune, pruned_layers
-from .selection import Patterns
+from .masks import check_sparsity
+from .prune import mask_param, prune, pruned_layers, target_masks
+from .selection import Patterns, select_weights
 
 
 def check_schedule(start: float, end: float, every: int) -> None:
@@ -42,7 +42,8 @@ class GradualPruner:
     """Masks that follow the cubic schedule; call :meth:`update` once per training step.
 
     Args:
-        model: the model to prune (plain weights; the same layers as ``pof.prune``).
+        model: the model to prune (plain weights; the same weights as ``pof.prune``,
+            attention q/k/v blocks each to the target).
         sparsity: final sparsity in [0, 1).
         total_steps: training length in steps.
         start, end: fractions of training where pruning starts and reaches ``sparsity``.
@@ -70,7 +71,9 @@ class GradualPruner:
         if not pruned_layers(model):  # resumed runs already carry their masks
             prune(model, 0.0, scope=scope, include=include, exclude=exclude,
                   keep_first_conv=keep_first_conv)
-        self.layers = pruned_layers(model)
+        self.targets = [t for t in select_weights(model, include, exclude, keep_first_conv)
+                        if mask_param(t.module, t.attr) is not None]
+        self.layers = [(t.name, t.module) for t in self.targets]
 
     def target(self, step: int) -> float:
         """The sparsity the schedule asks for at ``step``."""
@@ -82,9 +85,8 @@ class GradualPruner:
         t0, t1 = round(self.start * self.total), round(self.end * self.total)
         if step < t0 or step > t1 or ((step - t0) % self.every and step != t1):
             return False
-        ws = [m.weight.detach() for _, m in self.layers]  # masked: pruned weights are 0
-        masks = compute_masks(ws, self.target(step), self.scope,
-                              names=[n for n, _ in self.layers])
-        for (_, m), mask in zip(self.layers, masks, strict=True):
-            mask_param(m).mask.copy_(mask)
+        # from the masked weights (pruned ones are 0); q/k/v blocks prune separately
+        masks = target_masks(self.targets, self.target(step), self.scope)
+        for t, mask in zip(self.targets, masks, strict=True):
+            mask_param(t.module, t.attr).mask.copy_(mask)
         return True

@@ -140,11 +140,12 @@ def global_masks(weights: list[Tensor], sparsity: float) -> list[Tensor]:
 def nm_mask(weight: Tensor, n: int, m: int, name: str = "layer") -> Tensor:
     """Keep the ``n`` largest of every ``m`` consecutive input-channel weights.
 
-    For a conv the groups run along the input channels at each kernel position (the layout
-    sparse tensor cores use); the layer's input channels (per group) must divide by ``m``.
+    ``weight`` is unit-major (``(out, in, *kernel)``). For a conv the groups run along the
+    input channels at each kernel position (the layout sparse tensor cores use); the
+    layer's input channels (per group) must divide by ``m``.
     """
     w = weight.detach().abs()
-    x = w.movedim(1, -1) if w.dim() == 4 else w  # (out, kh, kw, in) or (out, in)
+    x = w.movedim(1, -1) if w.dim() > 2 else w  # (out, *kernel, in) or (out, in)
     if x.shape[-1] % m:
         raise PofError(
             f"N:M pattern {n}:{m}: layer {name!r} has {x.shape[-1]} input channels per "
@@ -154,7 +155,7 @@ def nm_mask(weight: Tensor, n: int, m: int, name: str = "layer") -> Tensor:
     idx = groups.topk(n, dim=1, sorted=False).indices
     keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, idx, True)
     keep = keep.view_as(x)
-    return keep.movedim(-1, 1) if w.dim() == 4 else keep
+    return keep.movedim(-1, 1) if w.dim() > 2 else keep
 
 
 def compute_masks(

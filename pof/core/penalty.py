@@ -1,8 +1,9 @@
 """The pruning-aware loss term: shrink what will be pruned, keep the rest clear of zero.
 
-For each selected layer with effective weight ``W`` (on the sphere after ``to_sphere``)
-and the set ``P`` of its ``sparsity`` fraction of smallest-magnitude entries (the weights
-``pof.prune`` would remove; re-chosen every ``refresh_every`` calls):
+For each selected weight ``W`` (effective: on the sphere after ``to_sphere``; each q/k/v
+block of an attention ``in_proj_weight`` counts as a layer) and the set ``P`` of its
+``sparsity`` fraction of smallest-magnitude entries (the weights ``pof.prune`` would
+remove; re-chosen every ``refresh_every`` calls):
 
     energy(W)  = ||W[P]||^2 / ||W||^2                      (pruned-energy fraction)
     margin(W)  = mean over kept i of relu(tau - |W_i|)^2 / tau^2,
@@ -38,7 +39,8 @@ from torch import Tensor, nn
 from ..errors import PofError
 from .channels import ChannelPlan
 from .masks import SCOPES, check_choice, check_pattern, check_range, compute_masks
-from .selection import Patterns, record_selection, resolve_selection, select_layers
+from .selection import Patterns, record_selection, resolve_selection, select_weights
+from .targets import Target
 
 FORMS = ("energy", "sine")
 
@@ -99,20 +101,20 @@ class PrunePenalty(nn.Module):
             self.levels = [self.sparsity]
         self.scope, self.weight, self.beta, self.margin = scope, weight, beta, margin
         self.refresh_every = refresh_every
-        if channels is not None:
+        if channels is not None:  # the weights that read the channels, whole
             if scope != "layer" or include is not None or pattern is not None:
                 raise PofError("a channel penalty works per channel group: no scope='global', "
                                "include or pattern (the plan's exclude keeps a layer's outputs)")
             mods = dict(model.named_modules())
-            layers = [(n, mods[n]) for n in channels.consumers]
+            self._targets = [Target(n, mods[n]) for n in channels.consumers]
         else:
             sel = resolve_selection(model, include, exclude, keep_first_conv)
-            layers = select_layers(model, sel.include, sel.exclude, sel.keep_first_conv)
+            self._targets = select_weights(model, sel.include, sel.exclude, sel.keep_first_conv)
             record_selection(model, sel)
-        self.names = [n for n, _ in layers]
-        self._layers = [m for _, m in layers]  # plain list: not registered as children
+        # one "layer" per weight, or per q/k/v block of an attention in_proj_weight
+        self.names = [n for t in self._targets for n in t.piece_names()]
         self.calls = 0
-        for i in range(len(layers)):  # masks of the pruned sets: buffers, None until set
+        for i in range(len(self.names)):  # masks of the pruned sets: buffers, None until set
             self.register_buffer(f"mask_{i}", None)
         for name in ("_keep", "_pruned_levels", "_layer_id", "_sizes", "_keep_count"):
             self.register_buffer(name, None, persistent=False)  # derived from the masks
@@ -125,8 +127,9 @@ class PrunePenalty(nn.Module):
         return None if masks[0] is None else masks
 
     def weights(self) -> list[Tensor]:
-        """Current effective weights of the selected layers (differentiable)."""
-        return [m.weight for m in self._layers]
+        """Current effective weights of the selected layers (differentiable), unit axis
+        first; attention in_proj weights split into their q/k/v blocks."""
+        return [p for t in self._targets for p in t.pieces()]
 
     @torch.no_grad()
     def refresh(self, weights: list[Tensor] | None = None) -> None:
@@ -144,8 +147,9 @@ class PrunePenalty(nn.Module):
     def _select(self, ws: list[Tensor], sparsity: float) -> list[Tensor]:
         """Keep-masks of what pruning at ``sparsity`` removes (weights, N:M or channels)."""
         if self.channels is not None:
-            masks = self.channels.masks_at(sparsity, dict(zip(self.names, ws, strict=True)))
-            return [masks[n] for n in self.names]
+            names = self.channels.consumers
+            masks = self.channels.masks_at(sparsity, dict(zip(names, ws, strict=True)))
+            return [masks[n] for n in names]
         return compute_masks(ws, sparsity, self.scope, self.pattern, self.names)
 
     def load_masks(self, masks: list[Tensor]) -> None:
@@ -243,8 +247,7 @@ class L1Penalty(nn.Module):
     ) -> None:
         super().__init__()
         self.weight = weight
-        self._layers = [m for _, m in select_layers(model, include, exclude,
-                                                         keep_first_conv)]
+        self._targets = select_weights(model, include, exclude, keep_first_conv)
 
     def forward(self) -> Tensor:
-        return self.weight * torch.stack([m.weight.abs().sum() for m in self._layers]).sum()
+        return self.weight * torch.stack([t.weight.abs().sum() for t in self._targets]).sum()

@@ -1,9 +1,10 @@
 """One-shot magnitude pruning with zero or mean recovery, reversible until ``remove``.
 
-``prune`` adds a :class:`PruneMask` parametrization to each selected layer (after the
+``prune`` adds a :class:`PruneMask` parametrization to each selected weight (after the
 sphere parametrization, if any), the way ``torch.nn.utils.prune`` keeps masks on the
-module. ``unprune`` takes the masks off again; :func:`pof.remove` (in :mod:`pof.core.fold`)
-makes them permanent.
+module; the q/k/v blocks of an attention ``in_proj_weight`` are pruned as three layers.
+``unprune`` takes the masks off again; :func:`pof.remove` (in :mod:`pof.core.fold`) makes
+them permanent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from torch.nn.utils import parametrize
 
 from ..errors import PofError
 from .masks import check_choice, check_pattern, check_sparsity, compute_masks
-from .selection import Patterns, select_layers
+from .selection import Patterns, select_weights
+from .targets import Target, from_units, to_units, unit_view
 
 RECOVER = ("zero", "mean")
 MEAN_SCOPES = ("unit", "layer")
@@ -24,40 +26,61 @@ class PruneMask(nn.Module):
     """Parametrization: keep masked weights; fill pruned ones with 0 or their mean.
 
     ``recover="mean"`` replaces pruned entries by the mean of the pruned values, per
-    output unit (``mean_scope="unit"``) or over the layer (``"layer"``).
+    output unit (``mean_scope="unit"``) or over the layer (``"layer"``: over each of the
+    ``groups`` unit blocks, e.g. q/k/v). ``unit_dim`` is the weight's output-unit axis.
     """
 
-    def __init__(self, mask: Tensor, recover: str = "zero", mean_scope: str = "unit") -> None:
+    def __init__(self, mask: Tensor, recover: str = "zero", mean_scope: str = "unit",
+                 unit_dim: int = 0, groups: int = 1) -> None:
         super().__init__()
         check_choice("recover", recover, RECOVER)
         check_choice("mean_scope", mean_scope, MEAN_SCOPES)
         self.register_buffer("mask", mask.bool())
         self.recover = recover
         self.mean_scope = mean_scope
+        self.unit_dim = unit_dim
+        self.groups = groups
 
     def fill(self, w: Tensor) -> Tensor:
-        """Value given to the pruned entries of ``w``, per output unit (shape ``(out,)``)."""
-        pruned = (~self.mask).to(w.dtype)
+        """Value given to the pruned entries of ``w``, per output unit (shape ``(units,)``)."""
+        u = to_units(w, self.unit_dim)
         if self.recover == "zero":
-            return w.new_zeros(w.shape[0])
-        total, count = (w * pruned).flatten(1).sum(1), pruned.flatten(1).sum(1)
+            return u.new_zeros(u.shape[0])
+        pruned = to_units(~self.mask, self.unit_dim).to(w.dtype)
+        total, count = (u * pruned).flatten(1).sum(1), pruned.flatten(1).sum(1)
         if self.mean_scope == "layer":
-            total, count = total.sum().expand_as(total), count.sum().expand_as(count)
+            g = self.groups
+            total = total.view(g, -1).sum(1, keepdim=True).expand(g, len(total) // g)
+            count = count.view(g, -1).sum(1, keepdim=True).expand(g, len(count) // g)
+            total, count = total.reshape(-1), count.reshape(-1)
         return total / count.clamp_min(1)
 
     def forward(self, w: Tensor) -> Tensor:
         keep = self.mask.to(w.dtype)
         out = w * keep
         if self.recover == "mean":
-            out = out + (1 - keep) * self.fill(w).view(-1, *([1] * (w.dim() - 1)))
+            out = out + (1 - keep) * unit_view(self.fill(w), w, self.unit_dim)
         return out
 
 
-def mask_param(module: nn.Module) -> PruneMask | None:
-    """The :class:`PruneMask` on ``module.weight``, or None."""
-    if not parametrize.is_parametrized(module, "weight"):
+def mask_param(module: nn.Module, attr: str | None = None) -> PruneMask | None:
+    """The :class:`PruneMask` on ``module``'s weight ``attr`` (default: any weight), or None."""
+    if not parametrize.is_parametrized(module):
         return None
-    return next((p for p in module.parametrizations.weight if isinstance(p, PruneMask)), None)
+    attrs = [attr] if attr is not None else list(module.parametrizations.keys())
+    for a in attrs:
+        if a in module.parametrizations:
+            for p in module.parametrizations[a]:
+                if isinstance(p, PruneMask):
+                    return p
+    return None
+
+
+def pruned_attrs(module: nn.Module) -> list[str]:
+    """Names of ``module``'s own weights that carry a prune mask."""
+    if not parametrize.is_parametrized(module):
+        return []
+    return [a for a in module.parametrizations.keys() if mask_param(module, a) is not None]
 
 
 def is_pruned(module: nn.Module) -> bool:
@@ -70,9 +93,18 @@ def pruned_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if is_pruned(m)]
 
 
-def _effective_weights(layers: list[tuple[str, nn.Module]]) -> list[Tensor]:
+def target_masks(targets: list[Target], sparsity: float, scope: str = "layer",
+                 pattern: str | None = None) -> list[Tensor]:
+    """Keep-masks shaped like each target's weight; unit groups (q/k/v) count as layers."""
     with torch.no_grad():
-        return [m.weight.detach() for _, m in layers]
+        pieces = [p.detach() for t in targets for p in t.pieces()]
+    names = [n for t in targets for n in t.piece_names()]
+    flat = compute_masks(pieces, sparsity, scope, pattern, names)
+    out, i = [], 0
+    for t in targets:
+        out.append(from_units(torch.cat(flat[i:i + t.groups]), t.unit_dim))
+        i += t.groups
+    return out
 
 
 def prune(
@@ -88,31 +120,39 @@ def prune(
 ) -> nn.Module:
     """Magnitude-prune ``model`` in place at ``sparsity`` (a fraction in [0, 1)).
 
-    ``scope="layer"`` prunes every selected layer to ``sparsity``; ``"global"`` uses one
-    threshold across them. ``pattern="N:M"`` keeps N of every M consecutive input-channel
-    weights instead (``sparsity`` may then be None or must equal ``1 - N/M``).
-    ``recover="mean"`` fills pruned entries with their mean (see :class:`PruneMask`).
-    Layers: the selection recorded on the model by ``to_sphere`` or a penalty, unless
-    ``include``/``exclude``/``keep_first_conv`` are given. Works on plain and sphere
-    models; masks stay on the modules until :func:`pof.remove` (permanent) or
-    :func:`unprune` (undo). Returns ``model``.
+    ``scope="layer"`` prunes every selected weight (each q/k/v block of an attention) to
+    ``sparsity``; ``"global"`` uses one threshold across them. ``pattern="N:M"`` keeps N
+    of every M consecutive input-channel weights instead (``sparsity`` may then be None or
+    must equal ``1 - N/M``). ``recover="mean"`` fills pruned entries with their mean (see
+    :class:`PruneMask`). Weights: the selection recorded on the model by ``to_sphere`` or
+    a penalty, unless ``include``/``exclude``/``keep_first_conv`` are given. Works on
+    plain and sphere models; masks stay on the modules until :func:`pof.remove`
+    (permanent) or :func:`unprune` (undo). Returns ``model``.
     """
     sparsity = check_sparsity(check_pattern(sparsity, pattern))
     check_choice("recover", recover, RECOVER)  # before the masks are computed
     check_choice("mean_scope", mean_scope, MEAN_SCOPES)
-    layers = select_layers(model, include, exclude, keep_first_conv)
+    targets = select_weights(model, include, exclude, keep_first_conv)
     already = [n for n, _ in pruned_layers(model)]
     if already:
         raise PofError(
             f"model is already pruned ({already[0]!r}, ...): call pof.remove(model) to make "
             "that permanent, or pof.unprune(model) to undo it, before pruning again"
         )
-    names = [n for n, _ in layers]
-    masks = compute_masks(_effective_weights(layers), sparsity, scope, pattern, names)
-    for (_, m), mask in zip(layers, masks, strict=True):
-        parametrize.register_parametrization(m, "weight", PruneMask(mask, recover, mean_scope),
-                                             unsafe=True)  # shapes match by construction
+    masks = target_masks(targets, sparsity, scope, pattern)
+    for t, mask in zip(targets, masks, strict=True):
+        parametrize.register_parametrization(
+            t.module, t.attr, PruneMask(mask, recover, mean_scope, t.unit_dim, t.groups),
+            unsafe=True)  # shapes match by construction
     return model
+
+
+def remove_parametrization(m: nn.Module, attr: str, leave_parametrized: bool) -> None:
+    """Remove ``attr``'s parametrizations, keeping it first among the parameters (as
+    layers register it: ``weight`` before ``bias``)."""
+    parametrize.remove_parametrizations(m, attr, leave_parametrized=leave_parametrized)
+    for k in [attr, *[k for k in m._parameters if k != attr]]:
+        m._parameters[k] = m._parameters.pop(k)
 
 
 def unprune(model: nn.Module) -> nn.Module:
@@ -122,14 +162,10 @@ def unprune(model: nn.Module) -> nn.Module:
 
     clear_channels(model)
     for _, m in pruned_layers(model):
-        plist = m.parametrizations.weight
-        if len(plist) == 1:
-            order = [k for k in m._parameters if k != "parametrizations"]
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
-            for k in ["weight", *order]:  # keep `weight` where it was (before `bias`)
-                if k in m._parameters:
-                    m._parameters[k] = m._parameters.pop(k)
-        else:
-            idx = next(i for i, p in enumerate(plist) if isinstance(p, PruneMask))
-            del plist[idx]
+        for attr in pruned_attrs(m):
+            plist = m.parametrizations[attr]
+            if len(plist) == 1:
+                remove_parametrization(m, attr, leave_parametrized=False)
+            else:
+                del plist[next(i for i, p in enumerate(plist) if isinstance(p, PruneMask))]
     return model

@@ -1,8 +1,9 @@
-"""Which layers of a model pof acts on: Conv2d and Linear, selected by name pattern.
+"""Which weights of a model pof acts on: targets (see :mod:`pof.core.targets`) selected by
+name pattern, and the reason for every weight left dense.
 
 The selection (include / exclude patterns, first conv kept) is recorded on the model the
 first time :func:`pof.to_sphere` or a penalty sees it, so that :func:`pof.prune`, sweeps,
-checkpoints and the CLI use the same layers by default.
+checkpoints, reports and the CLI use the same weights by default.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import PofError
+from .targets import CONVS, Target, raw_param, weight_key, weight_target
 
-PRUNABLE = (nn.Conv2d, nn.Linear)
 SELECTION_ATTR = "pof_selection"
 
 Patterns = str | Sequence[str] | None
@@ -37,8 +38,9 @@ def _matches(name: str, pattern: str) -> bool:
 
 @dataclass(frozen=True)
 class Selection:
-    """Layer selection: ``include``/``exclude`` glob patterns and whether the first conv
-    stays dense (only when nothing is included explicitly)."""
+    """Weight selection: ``include``/``exclude`` glob patterns over module or parameter
+    names and whether the first conv stays dense (only when nothing is included
+    explicitly)."""
 
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -76,11 +78,117 @@ def resolve_selection(
     keep_first_conv: bool | None = None,
 ) -> Selection:
     """The selection the arguments ask for; with none given, the one recorded on ``model``
-    (or the default: every Conv2d/Linear but the first conv)."""
+    (or the default: every supported weight but the first conv and embeddings)."""
     if include is None and exclude is None and keep_first_conv is None:
         return recorded_selection(model) or Selection()
     return Selection(_as_patterns(include), _as_patterns(exclude),
                      True if keep_first_conv is None else keep_first_conv)
+
+
+@dataclass(frozen=True, eq=False)
+class WeightInfo:
+    """One layer weight of a model: its target (if pof can prune it) and, if left dense,
+    why (``reason`` None: in the selection)."""
+
+    key: str
+    name: str
+    attr: str
+    target: Target | None
+    reason: str | None
+
+
+def _layer_weights(model: nn.Module) -> list[tuple[Target | None, str, str, str | None]]:
+    """``(target, module name, attribute, reason)`` for every weight of 2+ dimensions."""
+    rows: list[tuple[Target | None, str, str, str | None]] = []
+    for name, m in model.named_modules():
+        if "parametrizations" in name.split("."):
+            continue  # a parametrization's own tensors (a sphere's per-unit scale, ...)
+        target, reason = weight_target(name, m)
+        if target is not None:
+            rows.append((target, name, target.attr, reason))
+        params = list(m.named_parameters(recurse=False))
+        params += [(a, getattr(m.parametrizations, a).original)
+                   for a in getattr(m, "parametrizations", {})]
+        for pname, p in params:
+            if (target is not None and pname == target.attr) or p is None or p.dim() < 2:
+                continue
+            rows.append((None, name, pname,
+                         reason or f"not a layer weight ({type(m).__name__}.{pname})"))
+    seen: dict[int, str] = {}  # tied weights: GPT-2's lm_head shares wte's parameter
+    for i, (_, name, attr, _reason) in enumerate(rows):
+        p = raw_param(model.get_submodule(name), attr)
+        if p is not None and id(p) in seen:
+            rows[i] = (None, name, attr, f"tied to {seen[id(p)]} (shared parameter)")
+        elif p is not None:
+            seen[id(p)] = weight_key(name, attr)
+    return rows
+
+
+def _matches_target(t: Target, pattern: str) -> bool:
+    return _matches(t.name, pattern) or _matches(t.key, pattern)
+
+
+def weight_inventory(
+    model: nn.Module,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    keep_first_conv: bool | None = None,
+) -> list[WeightInfo]:
+    """Every layer weight of ``model`` (2-D or more): selected, or with the reason pof
+    leaves it dense. The selection is resolved as in :func:`select_weights`; raises
+    :class:`PofError` if an include/exclude pattern matches no prunable weight."""
+    sel = resolve_selection(model, include, exclude, keep_first_conv)
+    rows = _layer_weights(model)
+    prunable = [t for t, _, _, _ in rows if t is not None]
+    for kind, pats in (("include", sel.include), ("exclude", sel.exclude)):
+        for p in pats:
+            if not any(_matches_target(t, p) for t in prunable):
+                keys = [t.key for t in prunable]
+                raise PofError(
+                    f"{kind} pattern {p!r} matches no prunable weight; "
+                    f"they are: {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''}"
+                )
+    first_conv = next((t.name for t in prunable if isinstance(t.module, CONVS)), None)
+    out = []
+    for t, name, attr, reason in rows:
+        if t is not None:
+            if sel.include:
+                reason = None if any(_matches_target(t, p) for p in sel.include) else (
+                    "not matched by include")
+            elif reason is None and sel.keep_first_conv and t.name == first_conv:
+                reason = "first conv kept dense"
+            if reason is None and any(_matches_target(t, p) for p in sel.exclude):
+                reason = "excluded by pattern"
+        out.append(WeightInfo(weight_key(name, attr), name, attr, t, reason))
+    return out
+
+
+def select_weights(
+    model: nn.Module,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    keep_first_conv: bool | None = None,
+) -> list[Target]:
+    """The weights pof acts on, as :class:`~pof.core.targets.Target` s.
+
+    By default the selection recorded on the model, else every supported weight except
+    the network's first (non-transposed) conv, embeddings and tied weights.
+    ``include``/``exclude`` are glob patterns over module or parameter names (``"fc"``,
+    ``"layer1.*"``, ``"*.in_proj_weight"``); a pattern also matches everything under a
+    dotted prefix. An ``include`` list replaces the default selection (the first conv and
+    embeddings are then selectable). Raises :class:`PofError` if a pattern matches no
+    weight or nothing is selected.
+    """
+    inv = weight_inventory(model, include, exclude, keep_first_conv)
+    if not any(w.target is not None for w in inv):
+        raise PofError(
+            f"{type(model).__name__} has no prunable layer (pof acts on Linear, Conv1d/2d/3d, "
+            "ConvTranspose, MultiheadAttention and Hugging Face Conv1D weights)"
+        )
+    chosen = [w.target for w in inv if w.target is not None and w.reason is None]
+    if not chosen:
+        raise PofError("no prunable layer left after include/exclude")
+    return chosen
 
 
 def select_layers(
@@ -89,38 +197,8 @@ def select_layers(
     exclude: Patterns = None,
     keep_first_conv: bool | None = None,
 ) -> list[tuple[str, nn.Module]]:
-    """Return ``(name, module)`` for the Conv2d/Linear layers pof should act on.
-
-    By default the selection recorded on the model, else every Conv2d and Linear except
-    the network's first conv (in registration order). ``include``/``exclude`` are glob
-    patterns over module names (``"fc"``, ``"layer1.*"``); a pattern also matches
-    everything under a dotted prefix. An ``include`` list replaces the default selection
-    (the first conv is then selectable). Raises :class:`PofError` if a pattern matches no
-    layer or nothing is selected.
-    """
-    sel = resolve_selection(model, include, exclude, keep_first_conv)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
-    if not layers:
-        raise PofError(
-            f"{type(model).__name__} has no prunable layer (pof acts on nn.Conv2d and nn.Linear)"
-        )
-    names = [n for n, _ in layers]
-    for kind, pats in (("include", sel.include), ("exclude", sel.exclude)):
-        for p in pats:
-            if not any(_matches(n, p) for n in names):
-                raise PofError(
-                    f"{kind} pattern {p!r} matches no Conv2d/Linear layer; "
-                    f"layers are: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
-                )
-    if sel.include:
-        chosen = [(n, m) for n, m in layers if any(_matches(n, p) for p in sel.include)]
-    else:
-        first_conv = next((n for n, m in layers if isinstance(m, nn.Conv2d)), None)
-        chosen = [(n, m) for n, m in layers if not (sel.keep_first_conv and n == first_conv)]
-    chosen = [(n, m) for n, m in chosen if not any(_matches(n, p) for p in sel.exclude)]
-    if not chosen:
-        raise PofError("no prunable layer left after include/exclude")
-    return chosen
+    """``(module name, module)`` of the selected weights (see :func:`select_weights`)."""
+    return [(t.name, t.module) for t in select_weights(model, include, exclude, keep_first_conv)]
 
 
 def named_parents(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:

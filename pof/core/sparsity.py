@@ -1,4 +1,9 @@
-"""Sparsity report: zeros per layer and overall, as data and as a printable table."""
+"""Sparsity report: zeros per weight and overall, as data and as a printable table.
+
+Every layer weight of the model is listed (see :func:`pof.core.selection.weight_inventory`),
+including the ones pof leaves dense, each with the reason; the global line is over all of
+them, so a transformer's embeddings or an unsupported layer show in its true sparsity.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,25 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .prune import mask_param
-from .selection import PRUNABLE
+from .prune import mask_param, pruned_layers
+from .selection import Patterns, weight_inventory
+from .targets import weight_key
 
 
 @dataclass
 class LayerSparsity:
-    """Zeros in one layer's effective weight."""
+    """Zeros in one layer's effective weight ``name.param``; ``dense`` says why pof left
+    it dense (None: pof selects it)."""
 
     name: str
     zeros: int
     numel: int
+    param: str = "weight"
+    dense: str | None = None
+
+    @property
+    def key(self) -> str:
+        return weight_key(self.name, self.param)
 
     @property
     def sparsity(self) -> float:
@@ -49,26 +62,37 @@ class SparsityReport:
         }
 
     def __str__(self) -> str:
-        width = max([len(r.name) + 7 for r in self.layers] + [6])
-        lines = [f"{r.name + '.weight:':<{width}} {100 * r.sparsity:6.2f}% of {r.numel:>11,} zero"
-                 for r in self.layers]
+        width = max([len(r.key) + 1 for r in self.layers] + [6])
+        lines = [f"{r.key + ':':<{width}} {100 * r.sparsity:6.2f}% of {r.numel:>11,} zero"
+                 + (f"  (dense: {r.dense})" if r.dense else "") for r in self.layers]
         lines.append(f"{'global:':<{width}} {100 * self.sparsity:6.2f}% of {self.numel:>11,} zero")
         return "\n".join(lines)
 
 
-def sparsity_report(model: nn.Module) -> SparsityReport:
-    """Zeros/params of every Conv2d and Linear weight (as the layer computes it).
+def sparsity_report(
+    model: nn.Module,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    keep_first_conv: bool | None = None,
+) -> SparsityReport:
+    """Zeros/params of every layer weight (as the layer computes it), with dense reasons.
 
-    For a mean-recovered layer the masked entries count as zeros: they are stored as
-    zeros once folded (see ``pof.remove``); kept entries that are zero count too.
+    The selection (recorded on the model unless ``include``/``exclude``/
+    ``keep_first_conv`` are given) only shapes the reasons. For a mean-recovered weight
+    the masked entries count as zeros: they are stored as zeros once folded (see
+    ``pof.remove``); kept entries that are zero count too.
     """
+    any_pruned = bool(pruned_layers(model))
     rows = []
     with torch.no_grad():
-        for name, m in model.named_modules():
-            if not isinstance(m, PRUNABLE):
-                continue
-            p = mask_param(m)
-            zero = m.weight == 0
+        for info in weight_inventory(model, include, exclude, keep_first_conv):
+            m = model.get_submodule(info.name)
+            w = getattr(m, info.attr)
+            p = mask_param(m, info.attr)
+            zero = w == 0
             zeros = int((~p.mask | zero).sum()) if p is not None else int(zero.sum())
-            rows.append(LayerSparsity(name, zeros, m.weight.numel()))
+            dense = None if p is not None else info.reason
+            if dense is None and p is None and any_pruned:
+                dense = "not pruned"
+            rows.append(LayerSparsity(info.name, zeros, w.numel(), info.attr, dense))
     return SparsityReport(rows)

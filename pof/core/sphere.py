@@ -1,7 +1,8 @@
 """Hyperspherical layers: each output unit's weight vector lives on the unit sphere.
 
-``to_sphere`` reparametrises the selected Conv2d/Linear weights as ``w / ||w||`` per output
-unit with :mod:`torch.nn.utils.parametrize`. Converting a trained plain model keeps its
+``to_sphere`` reparametrises the selected weights (see :mod:`pof.core.targets`: Linear,
+convs, attention projections, ...) as ``w / ||w||`` per output unit with
+:mod:`torch.nn.utils.parametrize`. Converting a trained plain model keeps its
 eval-mode function: a BatchNorm that directly follows a layer absorbs the per-unit norm
 (running statistics and affine weight are rescaled); a layer with no such BatchNorm keeps a
 learnable per-unit ``scale``. ``from_sphere`` bakes the weights back into a plain model.
@@ -22,19 +23,18 @@ from .selection import (
     record_selection,
     replace_module,
     resolve_selection,
-    select_layers,
+    select_weights,
 )
+from .targets import Target, to_units, unit_view
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BN_FOLLOWED = (nn.modules.conv._ConvNd, nn.Linear)  # layers whose output a BatchNorm may take
+COSINE_KINDS = (nn.Conv2d, nn.Linear)  # the layers that have a cosine form
 
 
-def _unit_view(v: Tensor, w: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (w.dim() - 1)))
-
-
-def row_norms(w: Tensor, eps: float = 1e-12) -> Tensor:
-    """L2 norm of each output unit's weight vector (shape ``(out,)``)."""
-    return w.flatten(1).norm(dim=1).clamp_min(eps)
+def row_norms(w: Tensor, eps: float = 1e-12, unit_dim: int = 0) -> Tensor:
+    """L2 norm of each output unit's weight vector (shape ``(units,)``)."""
+    return to_units(w, unit_dim).flatten(1).norm(dim=1).clamp_min(eps)
 
 
 class UnitSphere(nn.Module):
@@ -42,31 +42,41 @@ class UnitSphere(nn.Module):
 
     With a scale this is ``torch.nn.utils.parametrizations.weight_norm(dim=0)`` (``g`` =
     ``scale``); it stays a class of its own for the scale-free form (a following BatchNorm
-    absorbs the norm) and for the ``state_dict`` keys saved checkpoints hold.
+    absorbs the norm) and for the ``state_dict`` keys saved checkpoints hold. ``unit_dim``
+    is the weight's output-unit axis (1 for ConvTranspose and HF Conv1D).
     """
 
-    def __init__(self, scale: Tensor | None = None, eps: float = 1e-12) -> None:
+    def __init__(self, scale: Tensor | None = None, eps: float = 1e-12,
+                 unit_dim: int = 0) -> None:
         super().__init__()
         self.eps = eps
+        self.unit_dim = unit_dim
         self.scale = None if scale is None else nn.Parameter(scale.detach().clone())
 
     def forward(self, w: Tensor) -> Tensor:
-        w = w / _unit_view(row_norms(w, self.eps), w)
-        return w if self.scale is None else w * _unit_view(self.scale, w)
+        w = w / unit_view(row_norms(w, self.eps, self.unit_dim), w, self.unit_dim)
+        return w if self.scale is None else w * unit_view(self.scale, w, self.unit_dim)
 
     def right_inverse(self, w: Tensor) -> Tensor:
         return w
 
 
-def is_sphere(module: nn.Module) -> bool:
-    """True if ``module.weight`` is parametrized by :class:`UnitSphere`."""
-    return parametrize.is_parametrized(module, "weight") and any(
-        isinstance(p, UnitSphere) for p in module.parametrizations.weight
-    )
+def sphere_attrs(module: nn.Module) -> list[str]:
+    """Names of ``module``'s own weights that are parametrized by :class:`UnitSphere`."""
+    if not parametrize.is_parametrized(module):
+        return []
+    return [a for a, plist in module.parametrizations.items()
+            if any(isinstance(p, UnitSphere) for p in plist)]
+
+
+def is_sphere(module: nn.Module, attr: str | None = None) -> bool:
+    """True if ``module``'s weight ``attr`` (default: any of its weights) is on the sphere."""
+    attrs = sphere_attrs(module)
+    return bool(attrs) if attr is None else attr in attrs
 
 
 def sphere_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """All ``(name, module)`` in ``model`` whose weight is on the sphere."""
+    """All ``(name, module)`` in ``model`` with a weight on the sphere."""
     return [(n, m) for n, m in model.named_modules() if is_sphere(m)]
 
 
@@ -85,7 +95,7 @@ def following_norms(model: nn.Module) -> dict[str, str]:
     if graph is not None:
         for node in graph.nodes:
             layer = mods.get(node.target) if node.op == "call_module" else None
-            if not isinstance(layer, nn.Conv2d | nn.Linear):
+            if not isinstance(layer, _BN_FOLLOWED):
                 continue
             users = list(node.users)
             if len(users) == 1 and users[0].op == "call_module":
@@ -94,8 +104,8 @@ def following_norms(model: nn.Module) -> dict[str, str]:
         return pairs
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     for (n, m), (n2, m2) in zip(leaves, leaves[1:], strict=False):
-        if isinstance(m, nn.Conv2d | nn.Linear) and isinstance(m2, _NORMS):
-            out = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        if isinstance(m, _BN_FOLLOWED) and isinstance(m2, _NORMS):
+            out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
             if m2.num_features == out:
                 pairs[n] = n2
     return pairs
@@ -151,11 +161,23 @@ def is_cosine(module: nn.Module) -> bool:
     return isinstance(module, Cosine)
 
 
+def _identity_pre_hook(module: nn.Module, args: tuple) -> None:
+    return None
+
+
+def no_fused_path(module: nn.Module) -> None:
+    """Keep ``nn.TransformerEncoderLayer`` off its fused inference kernel, which reads the
+    weights directly and would skip ``module``'s own forward (any forward hook disables it)."""
+    if _identity_pre_hook not in module._forward_pre_hooks.values():
+        module.register_forward_pre_hook(_identity_pre_hook)
+
+
 def as_cosine(module: nn.Module) -> nn.Module:
     """A cosine layer sharing ``module``'s parameters (``module`` must not be parametrized)."""
     cls = CosineConv2d if isinstance(module, nn.Conv2d) else CosineLinear
     new = empty_like_layer(module, cls)
     new.weight, new.bias = module.weight, module.bias
+    no_fused_path(new)
     return new
 
 
@@ -166,47 +188,56 @@ def to_sphere(
     cosine: bool = False,
     keep_first_conv: bool | None = None,
 ) -> nn.Module:
-    """Put the selected layers' weights on the unit sphere per output unit, in place.
+    """Put the selected weights on the unit sphere per output unit, in place.
 
-    Default selection: every Conv2d and Linear except the network's first conv. Plain
-    mode keeps the eval-mode outputs of a trained model (to float rounding). ``cosine=True``
-    also divides each output by the norm of its input receptive field (SphereNet's cosine
-    layers); that changes the function, so use it when training from scratch.
-    The selection is recorded on ``model`` (see :func:`pof.select_layers`). Returns ``model``.
+    Default selection: every Linear, conv, attention ``in_proj_weight`` and HF ``Conv1D``
+    weight except the network's first conv and embeddings (see :func:`pof.select_weights`).
+    Plain mode keeps the eval-mode outputs of a trained model (to float rounding): a
+    directly following BatchNorm absorbs the norms, any other weight keeps a per-unit
+    ``scale`` (a LayerNorm normalises across units, so it cannot). ``cosine=True`` (Conv2d
+    and Linear only) also divides each output by the norm of its input receptive field
+    (SphereNet's cosine layers); that changes the function, so use it when training from
+    scratch. The selection is recorded on ``model``. Returns ``model``.
     """
     sel = resolve_selection(model, include, exclude, keep_first_conv)
-    layers = select_layers(model, sel.include, sel.exclude, sel.keep_first_conv)
-    for name, m in layers:
-        if parametrize.is_parametrized(m, "weight"):
+    targets = select_weights(model, sel.include, sel.exclude, sel.keep_first_conv)
+    for t in targets:
+        if parametrize.is_parametrized(t.module, t.attr):
             raise PofError(
-                f"layer {name!r} is already parametrized (on the sphere or pruned); "
+                f"weight {t.key!r} is already parametrized (on the sphere or pruned); "
                 "call pof.remove(model) / pof.from_sphere(model) first"
             )
+        if cosine and not isinstance(t.module, COSINE_KINDS):
+            raise PofError(f"cosine=True supports Conv2d and Linear only, not {t.key!r} "
+                           f"({type(t.module).__name__}); exclude it")
     pairs = following_norms(model)
     mods = dict(model.named_modules())
     if cosine:
-        converted = []
-        for name, m in layers:
-            new = as_cosine(m)
-            replace_module(model, name, new)
-            converted.append((name, new))
-        layers = converted
+        targets = [_to_cosine(model, t) for t in targets]
     with torch.no_grad():
-        for name, m in layers:
-            n = row_norms(m.weight)
-            bn = mods[pairs[name]] if name in pairs else None
+        for t in targets:
+            m = t.module
+            n = row_norms(t.weight, unit_dim=t.unit_dim)
+            bn = mods[pairs[t.name]] if t.attr == "weight" and t.name in pairs else None
             if bn is not None and bn.affine and bn.track_running_stats and not cosine:
                 _absorb_into_norm(m, bn, n)
-                param = UnitSphere()
+                param = UnitSphere(unit_dim=t.unit_dim)
             else:
-                param = UnitSphere(scale=n if not cosine else torch.ones_like(n))
-            parametrize.register_parametrization(m, "weight", param)
+                param = UnitSphere(scale=n if not cosine else torch.ones_like(n),
+                                   unit_dim=t.unit_dim)
+            parametrize.register_parametrization(m, t.attr, param)
     record_selection(model, sel)
     return model
 
 
+def _to_cosine(model: nn.Module, t: Target) -> Target:
+    new = as_cosine(t.module)
+    replace_module(model, t.name, new)
+    return Target(t.name, new, t.attr, t.unit_dim, t.groups)
+
+
 def from_sphere(model: nn.Module) -> nn.Module:
-    """Bake sphere weights into plain ``weight`` tensors with the same outputs, in place.
+    """Bake sphere weights into plain weight tensors with the same outputs, in place.
 
     Pruned layers (``pof.prune``) must be made permanent with ``pof.remove`` first.
     """
@@ -222,5 +253,6 @@ def from_sphere(model: nn.Module) -> nn.Module:
                 "a plain layer cannot reproduce it"
             )
     for _, m in layers:
-        parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        for attr in sphere_attrs(m):
+            parametrize.remove_parametrizations(m, attr, leave_parametrized=True)
     return model

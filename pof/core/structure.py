@@ -1,6 +1,6 @@
-"""A model's pof state as plain data: which layers are on the sphere, pruned, folded or
-cosine, and the recorded layer selection — saved in checkpoint metadata and rebuilt on a
-fresh model before its ``state_dict`` is loaded."""
+"""A model's pof state as plain data: which weights are on the sphere or pruned, which
+layers are folded or cosine, and the recorded selection — saved in checkpoint metadata and
+rebuilt on a fresh model before its ``state_dict`` is loaded."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import CheckpointError
-from .fold import FoldedConv2d, FoldedLinear, fold
-from .prune import RECOVER, PruneMask
+from .fold import fold
+from .folded import as_folded_attention, is_folded
+from .prune import MEAN_SCOPES, RECOVER, PruneMask
 from .selection import Selection, record_selection, recorded_selection, replace_module
-from .sphere import UnitSphere, as_cosine, is_cosine
+from .sphere import COSINE_KINDS, UnitSphere, as_cosine, is_cosine
+from .targets import Target, weight_target
+
+_FLAGS = ("folded", "cosine")
 
 
 def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -22,13 +26,13 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, m in model.named_modules():
         entry: dict[str, Any] = {}
-        if isinstance(m, FoldedConv2d | FoldedLinear):
+        if is_folded(m):
             entry["folded"] = True
         if is_cosine(m):
             entry["cosine"] = True
-        if parametrize.is_parametrized(m, "weight"):
+        for attr in (m.parametrizations.keys() if parametrize.is_parametrized(m) else []):
             chain = []
-            for p in m.parametrizations.weight:
+            for p in m.parametrizations[attr]:
                 if isinstance(p, PruneMask):
                     chain.append({"mask": p.recover, "mean_scope": p.mean_scope})
                 elif isinstance(p, UnitSphere):
@@ -37,7 +41,7 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
                     raise CheckpointError(
                         f"layer {name!r} has a parametrization pof cannot save: {type(p).__name__}"
                     )
-            entry["weight"] = chain
+            entry[attr] = chain  # "weight", or "in_proj_weight" for attention
         if entry:
             out[name] = entry
     return out
@@ -60,31 +64,54 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
         m = dict(model.named_modules()).get(name)
         if m is None:
             raise CheckpointError(f"checkpoint names layer {name!r}, which the model lacks")
-        if not isinstance(entry, dict) or not isinstance(entry.get("weight", []), list):
+        if not isinstance(entry, dict) or not all(
+                isinstance(v, list) for k, v in entry.items() if k not in _FLAGS):
             raise _bad(where, f"layer {name!r}: malformed entry {entry!r:.80}")
-        if not isinstance(m, nn.Conv2d | nn.Linear) and entry:
-            raise _bad(where, f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
+        target, _ = weight_target(name, m)
+        if target is None and entry:
+            raise _bad(where, f"layer {name!r} is a {type(m).__name__}, which pof does not "
+                       "prune")
         if entry.get("cosine"):
+            if not isinstance(m, COSINE_KINDS):
+                raise _bad(where, f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
             m = as_cosine(m)
             replace_module(model, name, m)
         if entry.get("folded"):  # folded first: a folded layer may have been pruned again
-            tmp = PruneMask(torch.ones_like(m.weight, dtype=torch.bool), "mean")
-            parametrize.register_parametrization(m, "weight", tmp)
-            m = fold(m)
+            m = _folded_like(m, target)
             replace_module(model, name, m)
-        for p in entry.get("weight", []):
-            if not isinstance(p, dict):
-                raise _bad(where, f"layer {name!r}: malformed parametrization {p!r:.80}")
-            if p.get("sphere"):
-                scale = torch.ones(m.weight.shape[0]) if p.get("scale") else None
-                parametrize.register_parametrization(m, "weight", UnitSphere(scale))
-            elif p.get("mask") in RECOVER and p.get("mean_scope", "unit") in ("unit", "layer"):
-                mask = torch.ones_like(m.weight, dtype=torch.bool)
-                parametrize.register_parametrization(
-                    m, "weight", PruneMask(mask, p["mask"], p.get("mean_scope", "unit")))
-            else:
-                raise _bad(where, f"layer {name!r}: unknown parametrization {p!r:.80}")
+        for attr, chain in entry.items():
+            if attr in _FLAGS:
+                continue
+            if attr != target.attr:
+                raise _bad(where, f"layer {name!r} has no prunable weight {attr!r}")
+            for p in chain:
+                parametrize.register_parametrization(m, attr, _parametrization(
+                    p, getattr(m, attr), target, where, name))
     return model
+
+
+def _folded_like(m: nn.Module, target: Target) -> nn.Module:
+    """``m`` as an (all-zero-mean) folded layer, ready for its ``state_dict``."""
+    if isinstance(m, nn.MultiheadAttention):
+        return as_folded_attention(m)
+    tmp = PruneMask(torch.ones_like(m.weight, dtype=torch.bool), "mean", "unit",
+                    target.unit_dim)
+    parametrize.register_parametrization(m, "weight", tmp)
+    return fold(m)
+
+
+def _parametrization(p: Any, w: torch.Tensor, target: Target, where: str,
+                     name: str) -> nn.Module:
+    """The parametrization a :func:`structure` chain entry describes, for weight ``w``."""
+    if not isinstance(p, dict):
+        raise _bad(where, f"layer {name!r}: malformed parametrization {p!r:.80}")
+    ud = target.unit_dim
+    if p.get("sphere"):
+        return UnitSphere(torch.ones(w.shape[ud]) if p.get("scale") else None, unit_dim=ud)
+    if p.get("mask") in RECOVER and p.get("mean_scope", "unit") in MEAN_SCOPES:
+        return PruneMask(torch.ones_like(w, dtype=torch.bool), p["mask"],
+                         p.get("mean_scope", "unit"), ud, target.groups)
+    raise _bad(where, f"layer {name!r}: unknown parametrization {p!r:.80}")
 
 
 def selection_meta(model: nn.Module) -> dict[str, Any] | None:

@@ -16,14 +16,18 @@ Two uses, both in :mod:`pof.training.loop`:
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from .bn_recal import batchnorms
 from .masks import _prune_lowest, check_choice, check_range
 from .prune import RECOVER
-from .selection import Patterns, select_layers
+from .selection import Patterns, select_weights
+from .targets import Target, from_units
 
 
 def straight_through_prune(w: Tensor, sparsity: float, recover: str = "zero") -> Tensor:
@@ -45,7 +49,8 @@ class SubnetSampler:
     ``sample(step)`` is deterministic in ``(seed, step)``: the highest sparsity on odd
     steps, a uniform draw from the range on even ones (the "sandwich rule" of slimmable
     networks: the hardest subnetwork is trained every other step). The model itself is
-    not changed: each selected layer runs once with its pruned weight passed in.
+    not changed: each selected weight is swapped for its pruned version for one forward
+    pass (see :func:`weights_replaced`), so any layer type runs its own forward.
     """
 
     def __init__(
@@ -62,7 +67,7 @@ class SubnetSampler:
         self.lo, self.hi = rng if isinstance(rng, tuple) else (rng, rng)
         check_choice("recover", recover, RECOVER)
         self.recover, self.seed, self.model = recover, seed, model
-        self.layers = select_layers(model, include, exclude, keep_first_conv)
+        self.targets = select_weights(model, include, exclude, keep_first_conv)
 
     def sample(self, step: int) -> float:
         """The sparsity trained at ``step``."""
@@ -80,22 +85,48 @@ class SubnetSampler:
         momenta = [b.momentum for b in bns]
         for b in bns:
             b.momentum = 0.0
-        for _, m in self.layers:
-            m.forward = _forward_with(m, straight_through_prune(m.weight, sparsity,
-                                                                self.recover))
         try:
-            return self.model(x)
+            pruned = [(t, _straight_through_target(t, sparsity, self.recover))
+                      for t in self.targets]
+            with weights_replaced(pruned):
+                return self.model(x)
         finally:
-            for _, m in self.layers:
-                del m.forward  # back to the class's forward
             for b, mo in zip(bns, momenta, strict=True):
                 b.momentum = mo
 
 
-def _forward_with(m: nn.Module, w: Tensor):
-    """``m``'s forward with weight ``w`` (hooks still run: they live in ``__call__``)."""
-    if isinstance(m, nn.Conv2d):
-        return lambda x: m._conv_forward(x, w, m.bias)
-    if isinstance(m, nn.Linear):
-        return lambda x: F.linear(x, w, m.bias)
-    raise TypeError(f"subnet training supports Conv2d and Linear layers, not {type(m).__name__}")
+def _straight_through_target(t: Target, sparsity: float, recover: str) -> Tensor:
+    """:func:`straight_through_prune` of a target's weight (per q/k/v block, unit-major)."""
+    pieces = [straight_through_prune(p, sparsity, recover) for p in t.pieces()]
+    return from_units(torch.cat(pieces) if len(pieces) > 1 else pieces[0], t.unit_dim)
+
+
+@contextmanager
+def weights_replaced(pairs: list[tuple[Target, Tensor]]) -> Iterator[None]:
+    """Run the model with each target's effective weight replaced by the given tensor.
+
+    A plain weight is swapped in the module's parameter dict (as ``torch.func`` does); a
+    parametrized one (sphere, mask) through :func:`torch.nn.utils.parametrize.cached`'s
+    cache, so every layer type's own forward runs unchanged.
+    """
+    saved: list[tuple[nn.Module, str, bool, Tensor | None]] = []
+    with parametrize.cached():
+        try:
+            for t, w in pairs:
+                m = t.module
+                if parametrize.is_parametrized(m, t.attr):
+                    key = (id(m), t.attr)
+                    saved.append((m, t.attr, True, parametrize._cache.get(key)))
+                    parametrize._cache[key] = w
+                else:
+                    saved.append((m, t.attr, False, m._parameters[t.attr]))
+                    m._parameters[t.attr] = w
+            yield
+        finally:
+            for m, attr, cached, old in reversed(saved):
+                if not cached:
+                    m._parameters[attr] = old
+                elif old is None:
+                    parametrize._cache.pop((id(m), attr), None)
+                else:
+                    parametrize._cache[(id(m), attr)] = old

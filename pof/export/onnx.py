@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.channel_masks import is_channel_pruned
-from ..core.fold import FoldedConv2d, FoldedLinear, as_dense, remove
+from ..core.fold import as_dense, remove
+from ..core.folded import is_folded
 from ..core.prune import pruned_layers
 from ..core.selection import replace_module
 from ..core.sphere import from_sphere, is_cosine, sphere_layers
@@ -41,7 +42,7 @@ def plain_for_export(model: nn.Module) -> nn.Module:
     if layers and not any(is_cosine(m) for _, m in layers):
         from_sphere(model)
     for name, m in list(model.named_modules()):
-        if isinstance(m, FoldedConv2d | FoldedLinear):
+        if is_folded(m):
             replace_module(model, name, as_dense(m))
     return model
 

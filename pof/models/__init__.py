@@ -1,11 +1,12 @@
-"""Model zoo: torchvision-compatible ImageNet models and CIFAR variants, each registered
-where it is defined (``@register_model``)."""
+"""Model zoo: torchvision-compatible ImageNet models, CIFAR variants and a small ViT, each
+registered where it is defined (``@register_model``)."""
 
 from .mobilenetv2 import MobileNetV2, mobilenet_v2, mobilenet_v2_cifar
 from .registry import (
     create_model,
     create_model_checked,
     default_input_size,
+    input_kwargs,
     list_models,
     register_model,
 )
@@ -20,6 +21,7 @@ from .resnet import (
     resnet56,
 )
 from .small import SmallCNN, small_cnn
+from .vit import ViT, vit_tiny
 
 __all__ = [
     "BasicBlock",
@@ -30,6 +32,7 @@ __all__ = [
     "create_model",
     "create_model_checked",
     "default_input_size",
+    "input_kwargs",
     "list_models",
     "mobilenet_v2",
     "mobilenet_v2_cifar",
@@ -40,4 +43,6 @@ __all__ = [
     "resnet56",
     "SmallCNN",
     "small_cnn",
+    "ViT",
+    "vit_tiny",
 ]

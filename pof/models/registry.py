@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import PofError
 
 __all__ = ["register_model", "create_model", "create_model_checked", "list_models",
-           "default_input_size"]
+           "default_input_size", "input_kwargs"]
 
 MAX_PARAMS = 2_000_000_000  # a model description asking for more is a mistake
 
@@ -73,6 +73,20 @@ def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Modu
 def default_input_size(name: str) -> tuple[int, int, int]:
     """Expected ``(C, H, W)`` input size: (3, 224, 224) for ImageNet, (3, 32, 32) for CIFAR."""
     return _entry(name).input_size
+
+
+def input_kwargs(name: str, input_size: tuple[int, int, int]) -> dict[str, int]:
+    """``in_channels`` / ``image_size`` for data of ``input_size`` (C, H, W), for those that
+    model ``name``'s constructor takes (so e.g. a ViT adapts to 1-channel 8x8 digits)."""
+    import inspect
+
+    params = inspect.signature(_entry(name).fn).parameters
+    out: dict[str, int] = {}
+    if "in_channels" in params:
+        out["in_channels"] = int(input_size[0])
+    if "image_size" in params:
+        out["image_size"] = int(input_size[1])
+    return out
 
 
 def create_model_checked(name: object, num_classes: object, kwargs: object, where: str,

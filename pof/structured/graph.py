@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core.channel_masks import device_of
+from ..core.bn_recal import model_device
 from ..core.channels import ChannelGroup, ChannelPlan
 from ..core.selection import Patterns, _as_patterns, _matches, recorded_selection
 from ..errors import PofError
@@ -40,7 +40,7 @@ def build_graph(model: nn.Module, example: Tensor) -> Any:
     try:
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(
-                model, example_inputs=example.to(device_of(model)), verbose=False)
+                model, example_inputs=example.to(model_device(model)), verbose=False)
     except Exception as e:  # noqa: BLE001 - any tracing failure is the model's, for the user
         msg = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise PofError(f"Torch-Pruning cannot trace {type(model).__name__} "

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..core.bn_recal import model_device
 from ..core.channel_masks import (
     channel_plan,
     clear_channels,
-    device_of,
     fold_channel_recovery,
     mask_channels,
 )
@@ -74,7 +74,7 @@ def remove_channels(model: nn.Module, check: bool = True) -> nn.Module:
     plan = channel_plan(model)
     if plan is None:
         raise PofError("model has no channel masks (see pof.prune_channels)")
-    x = plan.example_inputs.to(device_of(model))
+    x = plan.example_inputs.to(model_device(model))
     was = model.training
     model.eval()
     with torch.no_grad():

@@ -12,7 +12,7 @@ from ..core.sphere import sphere_layers, to_sphere
 from ..core.structure import apply_selection, apply_structure
 from ..core.widths import apply_widths
 from ..errors import CheckpointError, ConfigError
-from ..models import create_model_checked
+from ..models import create_model_checked, input_kwargs
 from .checkpoint import (
     load_checkpoint,
     load_model_state,
@@ -22,16 +22,21 @@ from .checkpoint import (
 from .config import TrainConfig
 
 
-def build_model(cfg: TrainConfig, num_classes: int, log=print) -> tuple[nn.Module, dict[str, Any]]:
+def build_model(cfg: TrainConfig, num_classes: int, log=print,
+                input_size: tuple[int, int, int] | None = None,
+                ) -> tuple[nn.Module, dict[str, Any]]:
     """The model for ``cfg`` and its ``arch`` description (name, classes, kwargs).
 
-    ``cfg.init`` weights are loaded strictly, except a classifier head of another size
-    (e.g. ImageNet weights on a 10-class head), which keeps the model's own (said so via
-    ``log``). The layer selection (``cfg.exclude``) is recorded on the model.
+    A model that takes ``in_channels`` / ``image_size`` gets them from ``input_size`` (the
+    data's C, H, W) unless ``cfg.model_kwargs`` sets them. ``cfg.init`` weights are
+    loaded strictly, except a classifier head of another size (e.g. ImageNet weights on a
+    10-class head), which keeps the model's own (said so via ``log``). The layer selection
+    (``cfg.exclude``) is recorded on the model.
     """
-    arch = {"name": cfg.model, "num_classes": num_classes, "kwargs": cfg.model_kwargs}
-    model = create_model_checked(cfg.model, num_classes, cfg.model_kwargs, "model_kwargs",
-                                 ConfigError)
+    kwargs = {**(input_kwargs(cfg.model, input_size) if input_size else {}),
+              **cfg.model_kwargs}
+    arch = {"name": cfg.model, "num_classes": num_classes, "kwargs": kwargs}
+    model = create_model_checked(cfg.model, num_classes, kwargs, "model_kwargs", ConfigError)
     if cfg.init:
         _load_init(model, Path(cfg.init), cfg, num_classes, log)
     sphere = cfg.penalty == "pof" if cfg.sphere is None else cfg.sphere

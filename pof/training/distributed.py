@@ -40,7 +40,11 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else (
             torch.device("cpu"))
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
+                          ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r}: CUDA is not available on this machine")

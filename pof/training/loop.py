@@ -75,7 +75,7 @@ class Trainer:
         self.test_ds = held_out_split(cfg.data, show)
         spec = self.train_ds.spec
         _check_classes(cfg.data, spec.num_classes, self.test_ds.spec.num_classes)
-        self.model, self.arch = build_model(cfg, spec.num_classes, self.log)
+        self.model, self.arch = build_model(cfg, spec.num_classes, self.log, spec.image_size)
         self.model.to(self.device)
         if isinstance(self.train_ds, ArrayDataset) and self.device.type == "cuda":
             self.train_ds.to(self.device)  # small data sets live on the GPU
