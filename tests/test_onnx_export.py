@@ -45,6 +45,23 @@ def test_onnx_matches_pytorch(kind, tmp_path):
 
 
 @needs_speed
+def test_onnx_of_a_mean_pruned_transformer(tmp_path):
+    """Folded attention and Linear layers export as plain ones, batch size still dynamic."""
+    from pof.export.onnx import max_error
+
+    torch.manual_seed(0)
+    model = pof.to_sphere(create_model("vit_tiny").eval())
+    pof.prune(model, 0.5, recover="mean")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    pof.export_onnx(model, tmp_path / "vit.onnx", torch.zeros(1, 3, 32, 32))
+    assert not any(pof.is_folded(m) for m in model.modules())
+    torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)
+    assert max_error(tmp_path / "vit.onnx", model, x) < 1e-4
+
+
+@needs_speed
 def test_missing_onnxruntime_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
     with pytest.raises(PofError, match=r"onnxruntime package: pip install 'pof\[speed\]'"):

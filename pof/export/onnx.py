@@ -113,7 +113,9 @@ def _write(model: nn.Module, x: Tensor, path: Path, opset: int) -> None:
     was = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        # with gradients enabled: under no_grad attention takes its fused kernel, which the
+        # TorchScript exporter cannot write
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             torch.onnx.export(model, (x,), str(path), input_names=["input"],
                               output_names=["output"], opset_version=opset, dynamo=False,
