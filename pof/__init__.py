@@ -2,8 +2,10 @@
 
 Core (works on any ``nn.Module``, needs only torch): :func:`to_sphere`,
 :class:`PrunePenalty`, :func:`prune`, :func:`remove`, :func:`sparsity_report`,
-:func:`recalibrate_bn`. Models: :func:`create_model`. Data, training, reports and the CLI
-live in subpackages that need the extras (``pip install pof[all]``).
+:func:`recalibrate_bn`. Models: :func:`create_model`. Whole channels
+(:func:`channel_groups`, :func:`prune_channels`, :func:`remove_channels`) and
+:func:`export_onnx` need the ``speed`` extra on first use. Data, training, reports and the
+CLI live in subpackages that need the extras (``pip install pof[all]``).
 """
 
 import importlib
@@ -21,7 +23,9 @@ _EXPORTS = {
     "core.sparsity": ["SparsityReport", "sparsity_report"],
     "core.sphere": ["UnitSphere", "from_sphere", "is_sphere", "to_sphere"],
     "errors": ["PofError"],
+    "export.onnx": ["export_onnx"],
     "models": ["create_model", "list_models"],
+    "structured": ["channel_groups", "prune_channels", "remove_channels"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
@@ -31,10 +35,11 @@ __all__ = [
     "FoldedConv1d", "FoldedConv2d", "FoldedConv3d", "FoldedConvTranspose1d",
     "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding", "FoldedLinear",
     "FoldedMultiheadAttention", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
-    "Selection", "SparsityReport", "UnitSphere", "compute_masks", "create_model", "fold",
-    "from_sphere", "is_folded", "is_pruned", "is_sphere", "list_models", "prune",
-    "recalibrate_bn", "remove", "select_layers", "select_weights", "sparsity_report",
-    "to_sphere", "unprune",
+    "Selection", "SparsityReport", "UnitSphere", "channel_groups", "compute_masks",
+    "create_model", "export_onnx", "fold", "from_sphere", "is_folded", "is_pruned",
+    "is_sphere", "list_models", "prune", "prune_channels", "recalibrate_bn", "remove",
+    "remove_channels", "select_layers", "select_weights", "sparsity_report", "to_sphere",
+    "unprune",
 ]
 
 

@@ -30,3 +30,14 @@ def test_every_profile_names_known_arms():
     for plans in bench.PROFILES.values():
         for plan in plans:
             assert set(plan.arms) | set(plan.scratch) <= set(bench.ARMS)
+
+
+@pytest.mark.parametrize("script", ["structured.py", "latency.py", "fold_cost.py"])
+def test_speed_bench_scripts_start(script):
+    """The issue-10 scripts import the ported modules and parse their flags."""
+    import subprocess
+
+    bench_dir = Path(__file__).parent.parent / "bench"
+    out = subprocess.run([sys.executable, str(bench_dir / script), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--out" in out

@@ -126,3 +126,15 @@ def test_compact_file_shrinks_with_sparsity_and_loads_back(tmp_path, sparsity):
     assert ratio < (1 - sparsity) + 0.1, ratio
     loaded, _ = model_from_checkpoint(small)
     torch.testing.assert_close(loaded.eval()(x), ref)
+
+
+def test_bad_widths_metadata_is_a_checkpoint_error():
+    from pof.core.widths import apply_widths
+
+    model = pof.create_model("resnet20")
+    with pytest.raises(CheckpointError, match="lacks"):
+        apply_widths(model, {"nope": {"features": 3}}, "x.safetensors")
+    with pytest.raises(CheckpointError, match="malformed"):
+        apply_widths(model, {"bn1": {"features": "8"}}, "x.safetensors")
+    with pytest.raises(CheckpointError, match="mapping"):
+        apply_widths(model, [1, 2], "x.safetensors")

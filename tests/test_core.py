@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import pytest
 import torch
 from torch import nn
 
 import pof
+from pof.core.fold import as_dense
 from pof.core.sphere import row_norms
 
 
@@ -242,6 +245,20 @@ def test_mean_recovery_folds_exactly_and_stays_sparse(cls, mean_scope):
         assert abs(_zeros(m) - 0.6 * m.weight.numel()) <= 1
 
 
+def test_folded_grouped_conv_equals_masked_and_as_dense():
+    """The mean folded into the kernel at run time, and written out dense for export."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 6, 3, padding=1, groups=2)
+    pof.prune(nn.Sequential(nn.Identity(), conv), 0.6, recover="mean",
+              keep_first_conv=False)
+    x = torch.randn(2, 8, 9, 9)
+    folded = pof.fold(conv)
+    assert (folded.weight == 0).float().mean() >= 0.6 - 1e-6  # stored sparse
+    torch.testing.assert_close(folded(x), conv(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(as_dense(folded)(x), conv(x), atol=1e-5, rtol=1e-5)
+    assert type(as_dense(folded)) is nn.Conv2d  # what exporters see: a plain layer
+
+
 def test_mean_recovery_beats_zero_fill_on_biased_weights():
     torch.manual_seed(0)
     lin = nn.Linear(64, 8)
@@ -374,3 +391,35 @@ def test_scaled_unit_sphere_equals_torch_weight_norm():
         ref.parametrizations.weight.original0.copy_(torch.rand(4, 1) + 0.5)
     scale = ref.parametrizations.weight.original0.detach().flatten()
     torch.testing.assert_close(pof.UnitSphere(scale)(lin.weight), ref.weight)
+
+
+def _energy_after(pen: pof.PrunePenalty, model: nn.Module, steps: int) -> tuple[float, float]:
+    e0 = pen.pruned_energy().item()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        pen().backward()
+        opt.step()
+    return e0, pen.pruned_energy().item()
+
+
+def test_two_four_penalty_lowers_pruned_energy():
+    torch.manual_seed(0)
+    model = pof.to_sphere(pof.create_model("small_cnn", width=8))
+    pen = pof.PrunePenalty(model, None, pattern="2:4", refresh_every=5)
+    e0, e1 = _energy_after(pen, model, 60)
+    assert e1 < 0.5 * e0, (e0, e1)
+    with pytest.raises(ValueError, match="disagrees"):
+        pof.PrunePenalty(model, 0.7, pattern="2:4")
+
+
+@pytest.mark.skipif(find_spec("torch_pruning") is None, reason="needs torch-pruning")
+def test_channel_penalty_lowers_channel_energy():
+    torch.manual_seed(0)
+    model = pof.to_sphere(pof.create_model("small_cnn", width=8), exclude="fc")
+    plan = pof.channel_groups(model, torch.zeros(1, 1, 8, 8))
+    pen = pof.PrunePenalty(model, 0.5, channels=plan, refresh_every=5)
+    e0, e1 = _energy_after(pen, model, 60)
+    assert e1 < 0.5 * e0, (e0, e1)
+    with pytest.raises(ValueError, match="per channel group"):
+        pof.PrunePenalty(model, 0.5, channels=plan, scope="global")

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-EXTRAS = {"matplotlib", "sklearn", "PIL", "yaml", "tqdm", "safetensors", "numpy"}
+EXTRAS = {"matplotlib", "sklearn", "PIL", "yaml", "tqdm", "safetensors", "numpy",
+          "torch_pruning", "onnx", "onnxruntime"}
 
 SCRIPT = """
 import sys
@@ -13,7 +14,8 @@ import torch
 before = set(sys.modules)
 import pof
 pof.to_sphere, pof.PrunePenalty, pof.prune, pof.remove, pof.create_model
-import pof.core.structure
+import pof.core.structure, pof.core.channel_masks, pof.core.widths
+import pof.structured, pof.export  # their optional packages load on first use
 print(sorted({m.split('.')[0] for m in set(sys.modules) - before} & EXTRAS))
 """
 
@@ -31,6 +33,18 @@ def test_import_pof_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_core_code_never_imports_optional_or_outer_packages():
+    """Not even lazily: Torch-Pruning and ONNX code lives in pof.structured / pof.export."""
+    from pathlib import Path
+
+    core = Path(__file__).parent.parent / "pof" / "core"
+    for f in core.glob("*.py"):
+        text = f.read_text()
+        for name in ("torch_pruning", "onnx", "onnxruntime", "..structured", "..export",
+                     "..training", "..data"):
+            assert f"import {name}" not in text and f"from {name} " not in text, (f, name)
 
 
 def test_integrations_import_their_libraries_only_when_used():
@@ -59,5 +73,6 @@ def test_ci_installs_what_the_integration_tests_need():
                 re.split(r"[<>=\[ ]", req)[0]}
         return out
 
-    assert {"transformers", "accelerate", "lightning"} <= closure("dev")
+    assert {"transformers", "accelerate", "lightning", "torch-pruning", "onnx",
+            "onnxruntime"} <= closure("dev")
     assert '-e ".[all,dev]"' in (root / ".ci" / "run").read_text()

@@ -128,6 +128,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from ..training.checkpoint import save_checkpoint
     from ..training.run_dir import check_out_dir, outputs
 
+    _check_channel_flags(args)
     out = check_out_dir(args.out)
     model, meta = _load(args.checkpoint, args.device)
     _not_folded(args.checkpoint, model)
@@ -141,22 +142,78 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if args.bn_recal:
         recal = _recalibrator(_data_source(args, meta, args.checkpoint), args.bn_recal,
                               args.batch_size)
-    prune(model, args.sparsity, scope=args.scope, pattern=args.pattern, recover=args.recover,
-          exclude=args.exclude)
+    channels = args.structure == "channel"
+    if channels:
+        from ..structured import remove_channels
+
+        n0 = sum(p.numel() for p in model.parameters())
+        _prune_channels(model, meta, args)
+    else:
+        prune(model, args.sparsity, scope=args.scope, pattern=args.pattern,
+              recover=args.recover, exclude=args.exclude)
     if recal is not None:
         recal(model)
-    if args.permanent:
+    if channels:
+        remove_channels(model)
+        n1 = sum(p.numel() for p in model.parameters())
+        print(f"channels removed: {n0:,} -> {n1:,} parameters ({100 * n1 / n0:.1f}%)")
+    elif args.permanent:
         remove(model)
     report = sparsity_report(model, exclude=args.exclude)
     print(report)
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
     meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
                       "recover": args.recover, "source": str(args.checkpoint),
+                      "structure": args.structure, "importance": args.importance,
                       "bn_recal_batches": args.bn_recal}
-    with outputs(out, "pruned.safetensors", "sparsity.txt"):
+    names = ("pruned.safetensors", "sparsity.txt") + (("model.onnx",) if args.onnx else ())
+    with outputs(out, *names):
         path = save_checkpoint(out / "pruned.safetensors", model, meta)
         write_text(out / "sparsity.txt", str(report) + "\n")
+        if args.onnx:
+            _write_onnx(model, meta, out / "model.onnx")
     print(f"wrote {path}")
+
+
+def _prune_channels(model, meta: dict, args: argparse.Namespace) -> None:
+    """``pof prune --structure channel``: mask channels (means from training batches)."""
+    from ..data import load_dataset, make_loader
+    from ..structured import prune_channels
+
+    batches = None
+    if args.recover == "mean":
+        ds = load_dataset(_data_source(args, meta, args.checkpoint), "train", progress=True)
+        batches = make_loader(ds, args.batch_size, train=True, augment=False, seed=0)
+    prune_channels(model, args.sparsity, _example_input(meta), args.recover, batches,
+                   args.mean_batches, args.importance, args.exclude)
+
+
+def _check_channel_flags(args: argparse.Namespace) -> None:
+    """``--structure channel`` takes a fraction of channels; ``--importance`` needs it."""
+    if args.structure == "channel":
+        if args.sparsity is None or args.scope != "layer":
+            raise PofError("--structure channel needs --sparsity (the fraction of each channel "
+                           "group) and takes no --pattern or --scope global")
+    elif args.importance != "pof":
+        raise PofError("--importance applies to --structure channel only")
+
+
+def _example_input(meta: dict):
+    """A zero batch of one input of the checkpoint's image size."""
+    import torch
+
+    from ..models import default_input_size
+
+    size = (meta.get("data") or {}).get("image_size")
+    return torch.zeros(1, *(size or default_input_size(meta["arch"]["name"])))
+
+
+def _write_onnx(model, meta: dict, path: Path) -> None:
+    from ..export.onnx import export_onnx
+
+    err = export_onnx(model, path, _example_input(meta))
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.2f} MB ONNX; onnxruntime matches "
+          f"PyTorch to {err:.1e}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -168,6 +225,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     out = check_out_file(args.out)
     src = Path(args.checkpoint)
     model, meta = model_from_checkpoint(src)
+    if args.format == "onnx":
+        with outputs(out.parent, out.name):
+            _write_onnx(model, meta, out)
+        return
     if not pruned_layers(model):
         raise PofError(f"{src} is not pruned; run `pof prune` first")
     remove(model)
@@ -225,7 +286,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         base = TrainConfig.from_dict(src, f"{args.checkpoint}: metadata 'config'")
     except ConfigError as e:
         raise PofError(str(e)) from None
-    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "max_steps": None,
+    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False,
+            "max_steps": getattr(args, "max_steps", None), "structure": "weight",
+            "pattern": None,
             "model": arch.get("name", base.model), "model_kwargs": arch.get("kwargs", {}),
             "out": args.out or str(Path(args.checkpoint).parent / "finetune")}
     cfg = _train_config(args, base, over)

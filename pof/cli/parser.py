@@ -145,14 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--permanent", action="store_true",
                     help="bake the masks in (pof.remove); the result can no longer be fine-tuned"
                     " with fixed masks")
+    pr.add_argument("--structure", choices=("weight", "channel"), default="weight",
+                    help="prune single weights, or whole channels (removed physically: a "
+                    "smaller dense model; --sparsity is then the fraction of each channel group)")
+    pr.add_argument("--importance", choices=("pof", "magnitude"), default="pof",
+                    help="channels: pof (consumer-column energy, what the channel penalty "
+                    "shrinks) or magnitude (Torch-Pruning's group L2 magnitude)")
+    pr.add_argument("--mean-batches", type=_number("mean_batches", integer=True, lo=1),
+                    default=10, metavar="N", help="channels with --recover mean: training "
+                    "batches (no labels used) that estimate each removed channel's mean")
+    pr.add_argument("--onnx", action="store_true",
+                    help="also write OUT/model.onnx, checked against PyTorch with onnxruntime")
     pr.add_argument("--out", required=True, help="output folder")
     prune_flags(pr)
     data_flags(pr)
     pr.set_defaults(func=commands.cmd_prune)
 
-    x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk)")
-    x.add_argument("checkpoint", help="a checkpoint from `pof prune`")
-    x.add_argument("--out", required=True, help="output .safetensors file")
+    x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk), "
+                       "or any checkpoint as ONNX")
+    x.add_argument("checkpoint", help="a checkpoint from `pof prune` (any, for --format onnx)")
+    x.add_argument("--out", required=True, help="output .safetensors (or .onnx) file")
+    x.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                   help="onnx: a plain graph, checked against PyTorch with onnxruntime (1e-4)")
     x.set_defaults(func=commands.cmd_export)
 
     s = sub.add_parser("sweep", help="accuracy vs sparsity table and plots for checkpoints")
@@ -173,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from OUT/last.safetensors (starts fresh if there is none)")
     _add_config_flags(f, skip=frozenset({
         "model", "out", "init", "penalty", "sphere", "cosine", "sparsity", "exclude",
-        "max_steps", "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh",
-        "penalty_beta", "penalty_form", "l1_weight"}))
+        "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh",
+        "penalty_beta", "penalty_form", "l1_weight", "structure", "pattern"}))
     f.set_defaults(func=commands.cmd_finetune, epochs=2.0, lr=0.01)
 
     d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")

@@ -6,5 +6,8 @@ training term) → ``prune`` (masks as parametrizations) → ``fold`` (permanent
 the layer kinds in ``folded``) → ``sparsity`` (report, with dense reasons);
 ``bn_recal`` (BatchNorm statistics), ``gmp`` and ``subnet`` (the on-the-fly comparators and
 pruned-subnetwork loss), ``structure`` (describe / rebuild a model's pof state for
-checkpoints).
+checkpoints). Whole channels: ``channels`` (the plan: groups, scores, column masks) →
+``channel_masks`` (masks and mean constants on a model) → ``widths`` (layer sizes after
+removal, for checkpoints); tracing and removal need Torch-Pruning and live in
+:mod:`pof.structured`.
 """

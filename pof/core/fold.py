@@ -2,7 +2,8 @@
 
 A weight with zero recovery is baked in (the layer keeps its class); one with mean
 recovery turns its layer into a folded layer (:mod:`pof.core.folded`): a weight with the
-same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays sparse. Sphere
+same zeros as the mask plus ``mean * windowed_sum(input)``, so it stays sparse on
+disk (convolutions add the mean to the kernel when they run: the zero-pruned cost). Sphere
 weights of pruned layers are baked too; cosine layers keep their input normalisation.
 """
 
@@ -15,16 +16,21 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
-from .folded import as_folded_attention, folded_class, is_folded
+from .channel_masks import is_channel_pruned
+from .folded import as_folded_attention, folded_class, is_folded, plain_class
 from .prune import mask_param, pruned_attrs, pruned_layers, remove_parametrization
 from .selection import replace_module
 from .sphere import no_fused_path
-from .targets import unit_view
+from .targets import unit_view, weight_target
 
 
 def _plain_copy(module: nn.Module, attr: str, w: Tensor) -> nn.Module:
     """A copy of ``module`` without parametrizations on ``attr``, whose weight is ``w``."""
     new = copy.deepcopy(module)
+    if parametrize.is_parametrized(new):  # a class of its own: removing a parametrization
+        cls = type(new)                   # deletes its property from the class, and the
+        new.__class__ = type(cls.__name__, cls.__bases__, {  # copy shares module's class
+            k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
     remove_parametrization(new, attr, leave_parametrized=False)
     with torch.no_grad():
         getattr(new, attr).copy_(w)
@@ -68,7 +74,11 @@ def remove(model: nn.Module) -> nn.Module:
     Sphere weights of pruned layers are baked too; mean-recovered layers are folded. An
     attention block whose ``out_proj`` got folded computes attention itself from then on
     (:class:`~pof.core.folded.FoldedMultiheadAttention`), so that the folded term applies.
+    Channel masks are refused: :func:`pof.remove_channels` removes those channels.
     """
+    if is_channel_pruned(model):
+        raise PofError("model has channel masks: pof.remove_channels(model) removes the "
+                       "channels (a smaller dense model); pof.unprune(model) undoes them")
     layers = pruned_layers(model)
     if not layers:
         raise PofError("model is not pruned; nothing to remove (see pof.prune)")
@@ -89,3 +99,20 @@ def _fold_all(m: nn.Module) -> nn.Module:
     for attr in pruned_attrs(m):
         m = fold(m, attr)
     return m
+
+
+def as_dense(module: nn.Module) -> nn.Module:
+    """A plain copy of a folded layer (the class it was folded from) whose weight is the
+    effective one, ``weight + mean``, dense. For exporters, which then fuse it with a
+    following BatchNorm like any other layer."""
+    if not is_folded(module) or parametrize.is_parametrized(module):
+        raise PofError(f"as_dense() needs a folded layer without parametrizations, got "
+                       f"{type(module).__name__}")
+    new = copy.deepcopy(module)
+    target, _ = weight_target("", new)
+    w = getattr(new, target.attr)
+    with torch.no_grad():
+        w.add_(unit_view(new.recovery_mean, w, target.unit_dim))
+    del new._buffers["recovery_mean"]
+    new.__class__ = plain_class(type(module))
+    return new

@@ -1,11 +1,14 @@
 """Folded layers: a permanently sparse weight plus the folded per-unit mean of the pruned
 entries, ``(W - mu) * M + mu * 1``, so a mean-recovered layer stays sparse.
 
-The all-ones part is a windowed sum of the input shared by all units of a group: one
-extra single-output-channel (transposed) convolution for a conv, ``x.sum(-1)`` for
-Linear-like layers, ``mu`` of the token for an embedding. :func:`folded_class` maps a
-layer class to its folded counterpart; :class:`FoldedMultiheadAttention` computes
-attention itself so that its q/k/v terms and a folded ``out_proj`` apply.
+The all-ones part is a windowed sum of the input shared by all units of a group. A
+(transposed) convolution folds it back into its kernel when it runs, ``conv(x, W' + mu)``:
+one add over the weight, so it costs what the zero-pruned layer costs (a separate
+all-ones convolution of the input measured 1.1-1.7x, docs/results/fold_cost.md).
+Linear-like layers add ``mu * x.sum(-1)``, an embedding ``mu`` of the token.
+:func:`folded_class` maps a layer class to its folded counterpart (:func:`plain_class`
+back); :class:`FoldedMultiheadAttention` computes attention itself so that its q/k/v
+terms and a folded ``out_proj`` apply.
 """
 
 from __future__ import annotations
@@ -22,19 +25,7 @@ from ..errors import PofError
 from .sphere import Cosine, CosineConv2d, CosineLinear, no_fused_path
 from .targets import is_hf_conv1d, unit_view
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-def _windowed_sum(conv: nn.modules.conv._ConvNd, x: Tensor) -> Tensor:
-    """Sum of the input over each output's receptive field, per group: ``(N, groups, *S)``."""
-    ones = torch.ones(conv.groups, conv.in_channels // conv.groups, *conv.kernel_size,
-                      dtype=x.dtype, device=x.device)
-    fn = _CONV[len(conv.kernel_size)]
-    if conv.padding_mode != "zeros":
-        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        return fn(x, ones, None, conv.stride, 0, conv.dilation, conv.groups)
-    return fn(x, ones, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class Folded:
@@ -45,21 +36,18 @@ class Folded:
 
 class _FoldedConv(Folded):
     def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
-        s = _windowed_sum(self, x).repeat_interleave(self.out_channels // self.groups, 1)
-        return out + unit_view(self.recovery_mean, out, 1) * s
+        w = self.weight + unit_view(self.recovery_mean, self.weight)
+        return self._conv_forward(x, w, self.bias)
 
 
 class _FoldedConvTranspose(Folded):
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        out = super().forward(x, output_size)
         nd = len(self.kernel_size)
         pad = self._output_padding(x, output_size, self.stride, self.padding,
                                    self.kernel_size, nd, self.dilation)
-        ones = torch.ones(self.in_channels, 1, *self.kernel_size, dtype=x.dtype,
-                          device=x.device)  # groups == 1 (grouped ones are not selected)
-        s = _CONV_T[nd](x, ones, None, self.stride, self.padding, pad, 1, self.dilation)
-        return out + unit_view(self.recovery_mean, out, 1) * s
+        w = self.weight + unit_view(self.recovery_mean, self.weight, 1)  # (in, out, *k)
+        return _CONV_T[nd](x, w, self.bias, self.stride, self.padding, pad, self.groups,
+                           self.dilation)
 
 
 class _FoldedLastDim(Folded):
@@ -211,6 +199,16 @@ def folded_class(base: type) -> type:
     if is_hf_conv1d(base):
         return type(f"Folded{base.__name__}", (_FoldedLastDim, base), {})
     raise PofError(f"pof cannot fold a {base.__name__} with mean recovery")
+
+
+def plain_class(cls: type) -> type:
+    """The layer class a folded class stands for (the inverse of :func:`folded_class`)."""
+    named = next((base for base, folded in _NAMED.items() if folded is cls), None)
+    if named is not None:
+        return named
+    if issubclass(cls, FoldedMultiheadAttention):
+        return nn.MultiheadAttention
+    return next(b for b in cls.__bases__ if not issubclass(b, Folded))
 
 
 def is_folded(module: nn.Module) -> bool:

@@ -68,6 +68,24 @@ def parse_nm(pattern: str) -> tuple[int, int]:
     return n, m
 
 
+def check_pattern(sparsity: object, pattern: str | None) -> object:
+    """The sparsity to prune at: ``sparsity`` itself without a ``pattern``, else ``1 - N/M``.
+
+    With an N:M ``pattern`` the sparsity is fixed, so ``sparsity`` must be None or equal to
+    it; without one it is required. Raises :class:`PofError`.
+    """
+    if pattern is None:
+        if sparsity is None:
+            raise PofError("sparsity is required unless pattern='N:M' is given")
+        return sparsity
+    n, m = parse_nm(pattern)
+    if sparsity is not None and not (
+            isinstance(sparsity, numbers.Real) and abs(float(sparsity) - (1 - n / m)) <= 1e-9):
+        raise PofError(f"sparsity {sparsity} disagrees with pattern {pattern} "
+                       f"(= {1 - n / m:g}); pass sparsity=None")
+    return 1 - n / m
+
+
 def _kth_smallest(x: Tensor, k: int) -> Tensor:
     """Exact ``k``-th smallest (1-based) of flat ``x``.
 

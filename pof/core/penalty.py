@@ -25,6 +25,10 @@ A *range* ``sparsity=(lo, hi)`` prepares one model for every sparsity in it: the
 is the mean of the terms for ``levels`` nested pruned sets ``P_lo ⊂ … ⊂ P_hi``, so the
 smallest weights (pruned at every level) are pushed hardest and the band that only the
 highest level removes is pushed least. See docs/method.md.
+
+``pattern="N:M"`` makes the pruned set what an N:M prune removes; ``channels=`` (a
+:class:`~pof.core.channels.ChannelPlan`, from :func:`pof.channel_groups`) makes it whole
+channels: the input columns of the layers that read them (docs/method.md, sections 8-9).
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PofError
-from .masks import SCOPES, check_choice, check_range, compute_masks
+from .channels import ChannelPlan
+from .masks import SCOPES, check_choice, check_pattern, check_range, compute_masks
 from .selection import Patterns, record_selection, resolve_selection, select_weights
+from .targets import Target
 
 FORMS = ("energy", "sine")
 
@@ -54,12 +60,17 @@ class PrunePenalty(nn.Module):
         form: "energy" (pruned-energy fraction) or "sine" (its square root).
         levels: with a range, the number of nested pruned sets (evenly spaced, ends
             included).
+        pattern: "N:M" pushes the weights an N:M prune removes (``sparsity`` None or
+            ``1 - N/M``).
+        channels: a channel plan (:func:`pof.channel_groups`): the pruned set is whole
+            channels, judged and pushed through the layers that read them (``sparsity`` is
+            the fraction of each channel group; no global scope, include or pattern).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        sparsity: float | tuple[float, float] | str,
+        sparsity: float | tuple[float, float] | str | None,
         scope: str = "layer",
         weight: float = 20.0,
         beta: float = 0.1,
@@ -70,6 +81,8 @@ class PrunePenalty(nn.Module):
         keep_first_conv: bool | None = None,
         form: str = "sine",
         levels: int = 4,
+        pattern: str | None = None,
+        channels: ChannelPlan | None = None,
     ) -> None:
         super().__init__()
         check_choice("scope", scope, SCOPES)
@@ -77,7 +90,8 @@ class PrunePenalty(nn.Module):
         self.form = form
         if refresh_every < 1:
             raise PofError(f"refresh_every must be >= 1, got {refresh_every}")
-        self.sparsity = check_range(sparsity)
+        self.sparsity = check_range(check_pattern(sparsity, pattern))
+        self.pattern, self.channels = pattern, channels
         if isinstance(self.sparsity, tuple):
             if levels < 2:
                 raise PofError(f"a sparsity range needs levels >= 2, got {levels}")
@@ -87,9 +101,16 @@ class PrunePenalty(nn.Module):
             self.levels = [self.sparsity]
         self.scope, self.weight, self.beta, self.margin = scope, weight, beta, margin
         self.refresh_every = refresh_every
-        sel = resolve_selection(model, include, exclude, keep_first_conv)
-        self._targets = select_weights(model, sel.include, sel.exclude, sel.keep_first_conv)
-        record_selection(model, sel)
+        if channels is not None:  # the weights that read the channels, whole
+            if scope != "layer" or include is not None or pattern is not None:
+                raise PofError("a channel penalty works per channel group: no scope='global', "
+                               "include or pattern (the plan's exclude keeps a layer's outputs)")
+            mods = dict(model.named_modules())
+            self._targets = [Target(n, mods[n]) for n in channels.consumers]
+        else:
+            sel = resolve_selection(model, include, exclude, keep_first_conv)
+            self._targets = select_weights(model, sel.include, sel.exclude, sel.keep_first_conv)
+            record_selection(model, sel)
         # one "layer" per weight, or per q/k/v block of an attention in_proj_weight
         self.names = [n for t in self._targets for n in t.piece_names()]
         self.calls = 0
@@ -115,14 +136,21 @@ class PrunePenalty(nn.Module):
         """Re-select the pruned set from the current weight magnitudes."""
         ws = [w.detach() for w in (weights or self.weights())]
         if len(self.levels) == 1:
-            masks = compute_masks(ws, self.levels[0], self.scope, names=self.names)
+            masks = self._select(ws, self.levels[0])
         else:  # how many levels prune each weight (0 = kept at every level)
             masks = [torch.zeros_like(w, dtype=torch.uint8) for w in ws]
             for s in self.levels:
-                for d, keep in zip(masks, compute_masks(ws, s, self.scope, names=self.names),
-                                   strict=True):
+                for d, keep in zip(masks, self._select(ws, s), strict=True):
                     d += ~keep
         self._set_masks(masks, ws)
+
+    def _select(self, ws: list[Tensor], sparsity: float) -> list[Tensor]:
+        """Keep-masks of what pruning at ``sparsity`` removes (weights, N:M or channels)."""
+        if self.channels is not None:
+            names = self.channels.consumers
+            masks = self.channels.masks_at(sparsity, dict(zip(names, ws, strict=True)))
+            return [masks[n] for n in names]
+        return compute_masks(ws, sparsity, self.scope, self.pattern, self.names)
 
     def load_masks(self, masks: list[Tensor]) -> None:
         """Use these masks (e.g. from a checkpoint) until the next refresh: boolean keep-masks
@@ -202,8 +230,8 @@ class PrunePenalty(nn.Module):
         return (f"sparsity={self.sparsity}, levels={len(self.levels)}, scope={self.scope!r}, "
                 f"weight={self.weight}, "
                 f"beta={self.beta}, margin={self.margin}, refresh_every={self.refresh_every}, "
-                f"form={self.form!r}, "
-                f"layers={len(self.names)}")
+                f"form={self.form!r}, pattern={self.pattern!r}, "
+                f"channels={self.channels is not None}, layers={len(self.names)}")
 
 
 class L1Penalty(nn.Module):

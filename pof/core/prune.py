@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
-from .masks import check_choice, check_sparsity, compute_masks, parse_nm
+from .masks import check_choice, check_pattern, check_sparsity, compute_masks
 from .selection import Patterns, select_weights
 from .targets import Target, from_units, to_units, unit_view
 
@@ -129,17 +129,7 @@ def prune(
     plain and sphere models; masks stay on the modules until :func:`pof.remove`
     (permanent) or :func:`unprune` (undo). Returns ``model``.
     """
-    if pattern is not None:
-        n, m = parse_nm(pattern)
-        if sparsity is not None and abs(float(sparsity) - (1 - n / m)) > 1e-9:
-            raise PofError(
-                f"sparsity {sparsity} disagrees with pattern {pattern} (= {1 - n / m:g}); "
-                "pass sparsity=None"
-            )
-    else:
-        if sparsity is None:
-            raise PofError("sparsity is required unless pattern='N:M' is given")
-        sparsity = check_sparsity(sparsity)
+    sparsity = check_sparsity(check_pattern(sparsity, pattern))
     check_choice("recover", recover, RECOVER)  # before the masks are computed
     check_choice("mean_scope", mean_scope, MEAN_SCOPES)
     targets = select_weights(model, include, exclude, keep_first_conv)
@@ -149,7 +139,7 @@ def prune(
             f"model is already pruned ({already[0]!r}, ...): call pof.remove(model) to make "
             "that permanent, or pof.unprune(model) to undo it, before pruning again"
         )
-    masks = target_masks(targets, sparsity or 0.0, scope, pattern)
+    masks = target_masks(targets, sparsity, scope, pattern)
     for t, mask in zip(targets, masks, strict=True):
         parametrize.register_parametrization(
             t.module, t.attr, PruneMask(mask, recover, mean_scope, t.unit_dim, t.groups),
@@ -166,7 +156,11 @@ def remove_parametrization(m: nn.Module, attr: str, leave_parametrized: bool) ->
 
 
 def unprune(model: nn.Module) -> nn.Module:
-    """Take the prune masks off again, restoring the weights as they were before."""
+    """Take the prune masks off again, restoring the weights as they were before (channel
+    masks and their mean constants too)."""
+    from .channel_masks import clear_channels  # it builds on this module
+
+    clear_channels(model)
     for _, m in pruned_layers(model):
         for attr in pruned_attrs(m):
             plist = m.parametrizations[attr]

@@ -10,6 +10,7 @@ from torch import nn
 from ..core.selection import Selection, record_selection
 from ..core.sphere import sphere_layers, to_sphere
 from ..core.structure import apply_selection, apply_structure
+from ..core.widths import apply_widths
 from ..errors import CheckpointError, ConfigError
 from ..models import create_model_checked, input_kwargs
 from .checkpoint import (
@@ -54,6 +55,7 @@ def _load_init(model: nn.Module, path: Path, cfg: TrainConfig, num_classes: int,
             raise ConfigError(
                 f"{path} holds {src.get('name')} with {src.get('num_classes')} classes, "
                 f"not {cfg.model} with {num_classes}")
+        apply_widths(model, meta.get("widths"), str(path))
         apply_structure(model, meta.get("structure", {}), str(path))
         apply_selection(model, meta.get("selection"), str(path))
         load_model_state(model, split(tensors, "model"), str(path))

@@ -3,8 +3,9 @@
 A checkpoint holds the model's ``state_dict`` (``model.*``), optionally the optimizer's
 tensors (``optim.*``) and any extra tensors (``extra.*``: RNG state, penalty masks), and a
 JSON metadata block with the architecture, pof's per-layer structure (sphere, masks,
-folded layers), epoch/step and config. Writes are atomic (temp file + ``os.replace``);
-a content hash detects truncated or corrupt files. Nothing is ever unpickled.
+folded layers), a channel-pruned model's layer widths, epoch/step and config. Writes are
+atomic (temp file + ``os.replace``); a content hash detects truncated or corrupt files.
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..core.structure import apply_selection, apply_structure, selection_meta, structure
+from ..core.widths import apply_widths, widths_meta
 from ..errors import CheckpointError
 from ..fileio import atomic_path
 
@@ -119,6 +121,8 @@ def save_checkpoint(
     info: dict[str, Any] = {"format": FORMAT, **(meta or {}), "structure": structure(model)}
     if (sel := selection_meta(model)) is not None:
         info["selection"] = sel
+    if (widths := widths_meta(model)) is not None:
+        info["widths"] = widths  # a channel-pruned model: rebuilt at these sizes
     if optimizer is not None:
         opt_tensors, info["optimizer"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
@@ -217,6 +221,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str,
     model = create_model_checked(arch.get("name"), arch.get("num_classes"),
                                  arch.get("kwargs", {}), f"{path}: metadata 'arch'",
                                  CheckpointError)
+    apply_widths(model, meta.get("widths"), str(path))
     apply_structure(model, meta.get("structure", {}), str(path))
     apply_selection(model, meta.get("selection"), str(path))
     load_model_state(model, split(tensors, "model"), str(path))

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core.gmp import check_schedule
-from ..core.masks import check_choice, check_range
+from ..core.masks import check_choice, check_range, parse_nm
 from ..core.penalty import FORMS
 from ..errors import ConfigError, PofError
 
 PENALTIES = ("none", "pof", "l1", "gmp", "cram")
 SUBNETS = ("auto", "none", "split", "extra")
 SCHEDULES = ("cosine", "onecycle", "constant")
+STRUCTURES = ("weight", "channel")
 
 
 class Kind:
@@ -137,6 +138,24 @@ class Sparsity(Kind):
         return list(s) if isinstance(s, tuple) else s
 
 
+class Pattern(Kind):
+    """An N:M pattern ``"2:4"`` (kept as ``"N:M"``), or None."""
+
+    def parse(self, text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else text
+
+    def check(self, name: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be an N:M pattern such as 2:4, got {value!r}")
+        try:
+            n, m = parse_nm(value)
+        except PofError as e:
+            raise ConfigError(str(e)) from None
+        return f"{n}:{m}"
+
+
 class Mapping(Kind):
     def check(self, name: str, value: Any) -> Any:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -210,6 +229,11 @@ class TrainConfig:
                            "(its square root, for high sparsity)")
     penalty_levels: int = _f(4, Number(integer=True, lo=2), "pof with a sparsity range: "
                              "nested pruned sets the penalty acts on")
+    structure: str = _f("weight", Str(STRUCTURES), "pof penalty on single weights (weight) "
+                        "or whole channels (channel; sparsity = fraction of each channel "
+                        "group), for `pof prune --structure`")
+    pattern: str | None = _f(None, Pattern(), "pof penalty for an N:M prune (e.g. 2:4; the "
+                             "sparsity is then 1 - N/M)")
     subnet: str = _f("auto", Str(SUBNETS), "loss of the network pruned at a sampled "
                      "sparsity: auto (split for a pof range, extra for cram), none, split (half "
                      "of each batch) or extra (a second pass, twice the cost)")
@@ -251,6 +275,26 @@ class TrainConfig:
                               f"{self.penalty!r}; GMP trains for one target sparsity")
         if self.penalty == "gmp":
             check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
+        self._check_shape()
+
+    def _check_shape(self) -> None:
+        """``structure`` channel and ``pattern`` N:M shape the pof penalty at one target."""
+        shaped = [k for k in ("structure", "pattern")
+                  if getattr(self, k) not in (None, "weight")]
+        if not shaped:
+            return
+        if len(shaped) == 2:
+            raise ConfigError("structure channel and pattern N:M exclude each other: an N:M "
+                              "pattern prunes single weights")
+        if self.penalty != "pof":
+            raise ConfigError(f"structure channel / pattern N:M shape the pof penalty: use "
+                              f"penalty pof, not {self.penalty!r}")
+        if isinstance(self.sparsity, list):
+            raise ConfigError("structure channel / pattern N:M train for one sparsity, not "
+                              "a range")
+        if self.pattern is not None:
+            n, m = parse_nm(self.pattern)
+            self.sparsity = 1 - n / m  # the pattern fixes it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:

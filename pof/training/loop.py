@@ -55,7 +55,7 @@ from .schedule import make_scheduler
 
 # a resumed run must agree with the checkpoint on these (anything else may change)
 RESUME_KEYS = ("model", "model_kwargs", "data", "seed", "epochs", "batch_size", "penalty",
-               "sparsity")
+               "sparsity", "structure", "pattern")
 
 
 class Trainer:
@@ -113,10 +113,20 @@ class Trainer:
         if cfg.penalty == "pof" and cfg.penalty_weight > 0:  # weight 0: sphere (+ subnet) only
             return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
                                 beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
-                                form=cfg.penalty_form, levels=cfg.penalty_levels)
+                                form=cfg.penalty_form, levels=cfg.penalty_levels,
+                                pattern=cfg.pattern, channels=self._channel_plan())
         if cfg.penalty == "l1":
             return L1Penalty(self.model, cfg.l1_weight)
         return None
+
+    def _channel_plan(self):
+        """Channel groups for ``structure: channel`` (traced on one input), else None."""
+        if self.cfg.structure != "channel":
+            return None
+        from ..structured import channel_groups
+
+        x = torch.zeros(1, *self.train_ds.spec.image_size, device=self.device)
+        return channel_groups(self.model, x)
 
     def _make_gmp(self) -> GradualPruner | None:
         cfg = self.cfg

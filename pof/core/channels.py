@@ -1,0 +1,94 @@
+"""Channel groups and which channels a ratio removes: the plan behind structured pof.
+
+A *channel group* is a set of channels that must go together (a conv's output channels,
+the BatchNorm after it, every layer added to them through a residual, the depthwise conv
+that carries them). A channel is judged by what its *consumers* read from it: the
+input-channel columns of the layers that take it as input. On the sphere each output
+unit's row has norm 1, so columns are what the pof penalty can shrink; and a channel whose
+columns are all zero is read by nobody, so removing it changes nothing.
+
+A :class:`ChannelPlan` is plain data (layer names and channel indices). Tracing a model
+to find its groups needs Torch-Pruning and lives in :mod:`pof.structured`; the plan, its
+scores and its column masks need torch only, so the penalty can use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..errors import PofError
+from .masks import _prune_lowest
+
+
+@dataclass
+class ChannelGroup:
+    """Channels of ``root``'s output that go together, and who reads them.
+
+    ``consumers`` maps a layer name to ``(layer_idx, root_idx)`` pairs: input channel
+    ``layer_idx`` of that layer carries root channel ``root_idx``. ``pruned`` lists the
+    root channels the last :meth:`ChannelPlan.select` marked for removal.
+    """
+
+    root: str
+    channels: int
+    consumers: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    pruned: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ChannelPlan:
+    """The channel groups of a model, the input they were traced with and the tracer's
+    own groups (``tracer_groups``: opaque, for its importance measures)."""
+
+    groups: list[ChannelGroup]
+    example_inputs: Tensor
+    tracer_groups: list = field(default_factory=list, repr=False)
+
+    @property
+    def consumers(self) -> list[str]:
+        """Names of every layer that reads a prunable channel, in first-seen order."""
+        return list(dict.fromkeys(n for g in self.groups for n in g.consumers))
+
+    def scores(self, weights: dict[str, Tensor]) -> list[Tensor]:
+        """pof importance of each group's channels: the fraction of each consumer's weight
+        energy in the channel's columns, summed over consumers."""
+        out = []
+        for g in self.groups:
+            s = torch.zeros(g.channels, dtype=torch.float64)
+            for name, pairs in g.consumers.items():
+                sq = weights[name].detach().double() ** 2
+                col = sq.transpose(0, 1).flatten(1).sum(1) / sq.sum().clamp_min(1e-30)
+                li, ri = zip(*pairs, strict=True)
+                s.index_add_(0, torch.tensor(ri), col[list(li)].cpu())
+            out.append(s)
+        return out
+
+    def select(self, ratio: float, scores: list[Tensor]) -> None:
+        """Mark the ``round(ratio * channels)`` lowest-scoring channels of each group.
+
+        Raises :class:`PofError` naming the layer of a group that would lose every channel.
+        """
+        for g, s in zip(self.groups, scores, strict=True):
+            k = round(ratio * g.channels)
+            if k >= g.channels:
+                raise PofError(f"ratio {ratio:g} would remove all {g.channels} channels of "
+                               f"layer {g.root!r} (and its group); lower it or exclude it")
+            g.pruned = (~_prune_lowest(s.float(), k)).nonzero().flatten().tolist()
+
+    def masks(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Keep-masks (shaped like each consumer's weight) without the pruned columns."""
+        out = {n: torch.ones_like(weights[n], dtype=torch.bool) for n in self.consumers}
+        for g in self.groups:
+            gone = set(g.pruned)
+            for name, pairs in g.consumers.items():
+                cols = [li for li, ri in pairs if ri in gone]
+                out[name][:, cols] = False
+        return out
+
+    def masks_at(self, ratio: float, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Select at ``ratio`` with the pof importance and return the keep-masks."""
+        self.select(ratio, self.scores(weights))
+        return self.masks(weights)
