@@ -259,6 +259,33 @@ def test_folded_grouped_conv_equals_masked_and_as_dense():
     assert type(as_dense(folded)) is nn.Conv2d  # what exporters see: a plain layer
 
 
+def test_folded_kernel_is_cached_for_inference_and_follows_changes():
+    """Without autograd the folded kernel is computed once; a weight or mean change, or a
+    dtype change, recomputes it; with autograd the gradient reaches the stored weight."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    pof.prune(nn.Sequential(nn.Identity(), conv), 0.5, recover="mean", keep_first_conv=False)
+    folded = pof.fold(conv)
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        first = folded(x)
+        kernel = folded._folded_kernel[1]
+        torch.testing.assert_close(folded(x), first)
+        assert folded._folded_kernel[1] is kernel  # reused, not recomputed
+        folded.weight.mul_(2)
+        folded.recovery_mean.mul_(2)
+        torch.testing.assert_close(folded(x) - folded.bias.view(1, -1, 1, 1),
+                                   2 * (first - folded.bias.view(1, -1, 1, 1)))
+        assert folded._folded_kernel[1] is not kernel
+        torch.testing.assert_close(folded.double()(x.double()).float(),
+                                   folded.float()(x), atol=1e-5, rtol=1e-5)
+        ref = folded(x)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), ref)
+    folded(x).sum().backward()
+    assert folded.weight.grad is not None and folded.weight.grad.abs().sum() > 0
+
+
 def test_mean_recovery_beats_zero_fill_on_biased_weights():
     torch.manual_seed(0)
     lin = nn.Linear(64, 8)

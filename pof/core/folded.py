@@ -2,9 +2,11 @@
 entries, ``(W - mu) * M + mu * 1``, so a mean-recovered layer stays sparse.
 
 The all-ones part is a windowed sum of the input shared by all units of a group. A
-(transposed) convolution folds it back into its kernel when it runs, ``conv(x, W' + mu)``:
-one add over the weight, so it costs what the zero-pruned layer costs (a separate
-all-ones convolution of the input measured 1.1-1.7x, docs/results/fold_cost.md).
+(transposed) convolution folds it back into its kernel when it runs, ``conv(x, W' + mu)``
+(a separate all-ones convolution of the input measured 1.1-1.7x, docs/results/fold_cost.md).
+Without autograd (inference) that kernel is computed once and kept until the weight or
+the mean changes, so a folded convolution runs exactly the plain one; with autograd it is
+one add over the weight per call.
 Linear-like layers add ``mu * x.sum(-1)``, an embedding ``mu`` of the token.
 :func:`folded_class` maps a layer class to its folded counterpart (:func:`plain_class`
 back); :class:`FoldedMultiheadAttention` computes attention itself so that its q/k/v
@@ -34,10 +36,23 @@ class Folded:
     recovery_mean: Tensor
 
 
+def _kernel(m: nn.Module, unit_dim: int) -> Tensor:
+    """``W' + mu`` of a folded convolution; cached while no gradient is needed."""
+    w, mu = m.weight, m.recovery_mean
+    if (torch.is_grad_enabled() and (w.requires_grad or mu.requires_grad)) or \
+            w.is_inference() or mu.is_inference():  # inference tensors have no version
+        return w + unit_view(mu, w, unit_dim)
+    key = (w.data_ptr(), w._version, w.dtype, w.device, mu.data_ptr(), mu._version)
+    hit = m.__dict__.get("_folded_kernel")
+    if hit is None or hit[0] != key:
+        hit = (key, (w + unit_view(mu, w, unit_dim)).detach())
+        m.__dict__["_folded_kernel"] = hit
+    return hit[1]
+
+
 class _FoldedConv(Folded):
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight + unit_view(self.recovery_mean, self.weight)
-        return self._conv_forward(x, w, self.bias)
+        return self._conv_forward(x, _kernel(self, 0), self.bias)
 
 
 class _FoldedConvTranspose(Folded):
@@ -45,7 +60,7 @@ class _FoldedConvTranspose(Folded):
         nd = len(self.kernel_size)
         pad = self._output_padding(x, output_size, self.stride, self.padding,
                                    self.kernel_size, nd, self.dilation)
-        w = self.weight + unit_view(self.recovery_mean, self.weight, 1)  # (in, out, *k)
+        w = _kernel(self, 1)  # (in, out, *k)
         return _CONV_T[nd](x, w, self.bias, self.stride, self.padding, pad, self.groups,
                            self.dilation)
 
