@@ -48,8 +48,9 @@ def measure(name: str, batch: int, size: int, rounds: int) -> dict[str, float]:
     times: dict[str, list[float]] = {"zero": [], "folded": [], "old folded": []}
     try:
         with torch.no_grad():
-            for _ in range(rounds + 1):  # the first round warms up
-                for k in times:
+            keys = list(times)
+            for r in range(rounds + 1):  # the first round warms up; the order rotates
+                for k in keys[r % 3:] + keys[:r % 3]:
                     pof.FoldedConv2d.forward = old_forward if k == "old folded" else new_forward
                     t = time.perf_counter()
                     models["zero" if k == "zero" else "mean"](x)
