@@ -66,8 +66,7 @@ def report(args: argparse.Namespace) -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "vit_cifar10_tables.md").write_text(text)
     shutil.copyfile(sweep / "sweep.json", args.docs / "vit_cifar10.json")
-    for png in sweep.glob("*.png"):
-        shutil.copyfile(png, args.docs / f"vit_cifar10_{png.name}")
+    shutil.copyfile(sweep / "sweep.png", args.docs / "vit_cifar10_sweep.png")
     print(text)
 
 
