@@ -130,6 +130,22 @@ def test_gmp_run_is_a_pruned_checkpoint_that_eval_export_and_sweep_accept(tmp_pa
     assert measured[("zero", 0.8)] == pytest.approx(0.8, abs=1e-3)
 
 
+def test_subnet_every_takes_the_pruned_term_on_every_kth_step_only(tmp_path):
+    """--subnet-every 2: plain steps between; the sandwich rule runs over the subnet steps
+    (the top of the range on every other one of them)."""
+    from pof.training.loop import Trainer
+
+    run = Trainer(_cfg(tmp_path, "every", penalty="pof", sparsity="0.3:0.9",
+                       subnet_every=2, max_steps=8), resume=False)
+    seen = []
+    forward = run.subnet.forward
+    run.subnet.forward = lambda x, s: (seen.append((run.step, s)), forward(x, s))[1]
+    run.run()
+    assert [step for step, _ in seen] == [0, 2, 4, 6]
+    assert [s for step, s in seen if (step // 2) % 2] == [0.9, 0.9]
+    assert all(0.3 <= s <= 0.9 for _, s in seen)
+
+
 @pytest.mark.parametrize("penalty", ["pof", "cram"])
 def test_range_model_prunes_to_any_requested_sparsity(tmp_path, capsys, penalty):
     out = train(_cfg(tmp_path, penalty, penalty=penalty, sparsity="0.3:0.9"))
@@ -150,6 +166,10 @@ def test_range_model_prunes_to_any_requested_sparsity(tmp_path, capsys, penalty)
     (["--penalty", "gmp", "--gmp-start", "0.8", "--gmp-end", "0.5"], "start < end"),
     (["--penalty", "gmp", "--gmp-every", "0"], "gmp_every must be >= 1"),
     (["--subnet", "half"], "subnet"),
+    (["--subnet-every", "0"], "subnet_every must be >= 1"),
+    (["--penalty", "pof", "--sparsity", "0.7", "--subnet-every", "2"], "needs a pruned-subnet"),
+    (["--penalty", "cram", "--sparsity", "0.3:0.9", "--subnet", "none", "--subnet-every", "2"],
+     "needs a pruned-subnet"),
 ])
 def test_train_mistakes_end_in_one_line(tmp_path, capsys, argv, needle):
     try:

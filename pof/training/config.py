@@ -237,6 +237,8 @@ class TrainConfig:
     subnet: str = _f("auto", Str(SUBNETS), "loss of the network pruned at a sampled "
                      "sparsity: auto (split for a pof range, extra for cram), none, split (half "
                      "of each batch) or extra (a second pass, twice the cost)")
+    subnet_every: int = _f(1, Number(integer=True, lo=1), "take the pruned-subnetwork term "
+                           "on every this many steps (the steps between are plain steps)")
     gmp_start: float = _f(0.0, Number(lo=0, hi=1), "gmp: fraction of training where pruning "
                           "starts")
     gmp_end: float = _f(0.75, Number(lo=0, hi=1), "gmp: fraction of training where the "
@@ -275,7 +277,19 @@ class TrainConfig:
                               f"{self.penalty!r}; GMP trains for one target sparsity")
         if self.penalty == "gmp":
             check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
+        if self.subnet_every != 1 and self.subnet_mode == "none":
+            raise ConfigError("subnet_every needs a pruned-subnetwork term: a pof sparsity "
+                              "range, cram, or subnet split/extra")
         self._check_shape()
+
+    @property
+    def subnet_mode(self) -> str:
+        """The pruned-subnetwork term this run trains: ``auto`` resolved to split (a pof
+        range), extra (cram) or none."""
+        if self.subnet != "auto":
+            return self.subnet
+        ranged = isinstance(self.sparsity, list)
+        return {"cram": "extra", "pof": "split" if ranged else "none"}.get(self.penalty, "none")
 
     def _check_shape(self) -> None:
         """``structure`` channel and ``pattern`` N:M shape the pof penalty at one target."""

@@ -137,11 +137,7 @@ class Trainer:
 
     def _make_subnet(self) -> tuple[SubnetSampler | None, str]:
         cfg = self.cfg
-        mode = cfg.subnet
-        if mode == "auto":
-            ranged = isinstance(cfg.sparsity, list)
-            mode = {"cram": "extra", "pof": "split" if ranged else "none"}.get(cfg.penalty,
-                                                                              "none")
+        mode = cfg.subnet_mode
         if mode == "none":
             return None, mode
         if self.proc.world > 1:
@@ -282,10 +278,11 @@ class Trainer:
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and task loss of one batch, with the pruned-subnetwork term if any."""
         ls = self.cfg.label_smoothing
-        if self.subnet is None:
+        every = self.cfg.subnet_every
+        if self.subnet is None or self.step % every:
             out = model(x)
             return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
-        s = self.subnet.sample(self.step)
+        s = self.subnet.sample(self.step // every)  # sandwich rule over the subnet steps
         if self.subnet_mode == "split":  # half dense, half pruned: the cost of one pass
             h = len(x) // 2
             dense, pruned = model(x[:h]), self.subnet.forward(x[h:], s)
