@@ -27,7 +27,7 @@ from on_the_fly import ARMS, DATA, POF_COMMON  # noqa: E402
 
 from pof.training import TrainConfig, Trainer  # noqa: E402
 
-ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram")
+ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram", "pof-range-every2")
 
 
 def config(arm: str, out: str, data: str) -> TrainConfig:
@@ -36,8 +36,9 @@ def config(arm: str, out: str, data: str) -> TrainConfig:
     for k in ("penalty_weight", "penalty_warmup"):
         if k in kw:
             kw[k] = float(kw[k])
-    if "penalty_refresh" in kw:
-        kw["penalty_refresh"] = int(kw["penalty_refresh"])
+    for k in ("penalty_refresh", "subnet_every"):
+        if k in kw:
+            kw[k] = int(kw[k])
     if "sparsity" in kw and ":" not in kw["sparsity"]:
         kw["sparsity"] = float(kw["sparsity"])
     return TrainConfig(model="resnet20", data=data, out=out, epochs=1, batch_size=128,
@@ -48,6 +49,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--arms", default=",".join(ARM_NAMES))
+    p.add_argument("--steps-per-round", type=int, default=2,
+                   help="consecutive steps timed together (2: an every-other-step arm "
+                        "shows its average)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", type=Path, default=Path("docs/results/step_cost.json"))
@@ -55,22 +60,27 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = tempfile.mkdtemp(prefix="pof-step-cost-")
-    runs = {a: Trainer(config(a, f"{tmp}/{a}", args.data), resume=False) for a in ARM_NAMES}
+    names = tuple(args.arms.split(","))
+    if "standard" not in names or set(names) - set(ARM_NAMES):
+        sys.exit(f"--arms: a subset of {','.join(ARM_NAMES)} with standard in it")
+    runs = {a: Trainer(config(a, f"{tmp}/{a}", args.data), resume=False) for a in names}
     x, y = next(iter(runs["standard"]._loader(0)))
-    times: dict[str, list[float]] = {a: [] for a in ARM_NAMES}
+    times: dict[str, list[float]] = {a: [] for a in names}
+    n = args.steps_per_round
     for r in range(args.warmup + args.rounds):
-        k = r % len(ARM_NAMES)
-        for a in ARM_NAMES[k:] + ARM_NAMES[:k]:
+        k = r % len(names)
+        for a in names[k:] + names[:k]:
             run = runs[a]
             run.model.train()
             t = time.perf_counter()
-            run.train_step(x, y)
+            for _ in range(n):
+                run.train_step(x, y)
             if r >= args.warmup:
-                times[a].append(time.perf_counter() - t)
+                times[a].append((time.perf_counter() - t) / n)
     base = statistics.median(times["standard"])
     rows = [{"arm": a, "median_s": statistics.median(times[a]),
-             "ratio": statistics.median(times[a]) / base} for a in ARM_NAMES]
-    print(f"ResNet-20, batch 128, {args.rounds} interleaved rounds, "
+             "ratio": statistics.median(times[a]) / base} for a in names]
+    print(f"ResNet-20, batch 128, {args.rounds} interleaved rounds of {n} steps, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print("| arm | median step (s) | × standard |\n|---|---:|---:|")
     for r in rows:
@@ -78,6 +88,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": " ".join(sys.argv), "threads":
                                     torch.get_num_threads(), "rounds": args.rounds,
+                                    "steps_per_round": n,
                                     "rows": rows}, indent=1))
 
 
