@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .core.bn_recal import preserved_bn_stats
 from .core.fold import remove
 from .core.masks import check_choice, check_sparsity
-from .core.prune import RECOVER, prune, pruned_layers, unprune
+from .core.prune import RECOVER, prune, pruned_layers, refuse_pruned, unprune
 from .core.selection import Patterns, resolve_selection, select_weights
 from .core.sparsity import SparsityReport, sparsity_report
 from .errors import PofError
@@ -65,12 +65,7 @@ def sweep(
     ss = [check_sparsity(s) for s in sparsities]
     for r in recovers:
         check_choice("recover", r, RECOVER)
-    already = [n for n, _ in pruned_layers(model)]
-    if already:
-        raise PofError(
-            f"model is already pruned ({already[0]!r}, ...): call pof.unprune(model) or "
-            "pof.remove(model) before a sweep"
-        )
+    refuse_pruned(model, "call pof.unprune(model) or pof.remove(model) before a sweep")
     sel = resolve_selection(model, include, exclude, keep_first_conv)
     keys = {t.key for t in select_weights(model, sel.include, sel.exclude, sel.keep_first_conv)}
     runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]

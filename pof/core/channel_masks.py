@@ -21,7 +21,7 @@ from ..errors import PofError
 from .bn_recal import model_device
 from .channels import ChannelPlan
 from .masks import check_choice, check_sparsity
-from .prune import RECOVER, PruneMask, pruned_layers
+from .prune import RECOVER, PruneMask, refuse_pruned
 from .sphere import following_norms
 
 PLAN_ATTR = "pof_channel_plan"
@@ -103,10 +103,7 @@ def mask_channels(
     if recover == "mean" and batches is None:
         raise PofError("channel pruning with recover='mean' needs batches= (a few unlabeled "
                        "input batches to estimate each removed channel's mean)")
-    already = [n for n, _ in pruned_layers(model)]
-    if already:
-        raise PofError(f"model is already pruned ({already[0]!r}, ...): pof.remove or "
-                       "pof.unprune it first")
+    refuse_pruned(model, "pof.remove or pof.unprune it first")
     mods = dict(model.named_modules())
     with torch.no_grad():
         weights = {n: mods[n].weight.detach().clone() for n in plan.consumers}

@@ -93,6 +93,14 @@ def pruned_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if is_pruned(m)]
 
 
+def refuse_pruned(model: nn.Module, advice: str) -> None:
+    """A :class:`PofError` naming the first masked layer when ``model`` is already pruned;
+    ``advice`` says what to do about it."""
+    already = pruned_layers(model)
+    if already:
+        raise PofError(f"model is already pruned ({already[0][0]!r}, ...): {advice}")
+
+
 def target_masks(targets: list[Target], sparsity: float, scope: str = "layer",
                  pattern: str | None = None) -> list[Tensor]:
     """Keep-masks shaped like each target's weight; unit groups (q/k/v) count as layers."""
@@ -133,12 +141,8 @@ def prune(
     check_choice("recover", recover, RECOVER)  # before the masks are computed
     check_choice("mean_scope", mean_scope, MEAN_SCOPES)
     targets = select_weights(model, include, exclude, keep_first_conv)
-    already = [n for n, _ in pruned_layers(model)]
-    if already:
-        raise PofError(
-            f"model is already pruned ({already[0]!r}, ...): call pof.remove(model) to make "
-            "that permanent, or pof.unprune(model) to undo it, before pruning again"
-        )
+    refuse_pruned(model, "call pof.remove(model) to make that permanent, or "
+                         "pof.unprune(model) to undo it, before pruning again")
     masks = target_masks(targets, sparsity, scope, pattern)
     for t, mask in zip(targets, masks, strict=True):
         parametrize.register_parametrization(
