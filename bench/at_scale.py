@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from on_the_fly import DATA, PRETRAINED, ROOT, pof, run  # noqa: E402
+from on_the_fly import DATA, PRETRAINED, ROOT, pof, run, train_once  # noqa: E402
 
 STEPS = ("pretrain", "on_the_fly", "mbv2")
 
@@ -47,30 +47,16 @@ def last_top1(run_dir: Path) -> float:
 
 
 def pretrain(model: str, args: argparse.Namespace, log: Path) -> Path:
-    out = args.out / f"{model}-standard"
-    if not (out / "final.safetensors").is_file():
-        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
-        run(pof("train", "--config", str(ROOT / "recipes" / f"cifar10_{model}_standard.yaml"),
-                "--data", str(args.data), "--epochs", f"{args.pretrain_epochs:g}",
-                "--device", args.device, "--progress", "false", "--out", str(out), *resume),
-            log)
-    return out / "final.safetensors"
-
-
-def train(out: Path, log: Path, *opts: str) -> Path:
-    if not (out / "final.safetensors").is_file():
-        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
-        run(pof("train", *opts, "--out", str(out), *resume), log)
-    return out / "final.safetensors"
+    recipe = ROOT / "recipes" / f"cifar10_{model}_standard.yaml"
+    return train_once(pof("train", "--config", str(recipe), "--data", str(args.data),
+                          "--epochs", f"{args.pretrain_epochs:g}", "--device", args.device,
+                          "--progress", "false"), args.out / f"{model}-standard", log)
 
 
 def finetune(pruned: Path, out: Path, args: argparse.Namespace, log: Path, seed: int) -> float:
-    if not (out / "final.safetensors").is_file():
-        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
-        run(pof("finetune", str(pruned), "--data", str(args.data), "--epochs",
-                f"{args.ft_epochs:g}", "--lr", f"{args.ft_lr:g}", "--seed", str(seed),
-                "--device", args.device, "--progress", "false", "--out", str(out), *resume),
-            log)
+    train_once(pof("finetune", str(pruned), "--data", str(args.data), "--epochs",
+                   f"{args.ft_epochs:g}", "--lr", f"{args.ft_lr:g}", "--seed", str(seed),
+                   "--device", args.device, "--progress", "false"), out, log)
     return last_top1(out)
 
 
@@ -91,11 +77,12 @@ def mbv2_arm(arm: str, seed: int, std: Path, args: argparse.Namespace, log: Path
     if arm == "conventional":
         pruned = prune(std, d / "pruned", "zero", args, log)
     elif arm == "gmp":
-        pruned = train(d / "train", log, *common, "--penalty", "gmp", "--sparsity", "0.7")
+        pruned = train_once(pof("train", *common, "--penalty", "gmp", "--sparsity", "0.7"),
+                            d / "train", log)
     else:
-        final = train(d / "train", log, *common, "--penalty", "pof", "--sparsity", "0.7",
-                      "--penalty-form", "sine", "--penalty-weight", "5",
-                      "--penalty-warmup", "1")
+        final = train_once(pof("train", *common, "--penalty", "pof", "--sparsity", "0.7",
+                               "--penalty-form", "sine", "--penalty-weight", "5",
+                               "--penalty-warmup", "1"), d / "train", log)
         pruned = prune(final, d / "pruned", "mean", args, log)
     return {"arm": arm, "seed": seed, "top1": finetune(pruned, d / "ft", args, log, seed)}
 

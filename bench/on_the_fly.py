@@ -101,6 +101,15 @@ def pof(*args: str) -> list[str]:
     return [sys.executable, "-m", "pof", *args]
 
 
+def train_once(cmd: list[str], out: Path, log: Path) -> Path:
+    """Run a ``pof train``/``finetune`` command writing to ``out`` unless it has finished
+    (``out/final.safetensors``); a killed one continues with ``--resume``."""
+    if not (out / "final.safetensors").is_file():
+        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
+        run([*cmd, "--out", str(out), *resume], log)
+    return out / "final.safetensors"
+
+
 def archived(arm: str, seed: int, args: argparse.Namespace) -> Path:
     """Where a finished run's small files are kept in the repository (no checkpoints)."""
     return args.docs / results_name(args) / f"{arm}-s{seed}"
@@ -113,11 +122,8 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     if all((keep / f).is_file() for f in KEEP):
         print(f"# done already: {keep}")
         return keep
-    if not (out / "final.safetensors").is_file():
-        opts = {**common(args, seed), **(POF_COMMON if "pof" in arm else {}),
-                **ARMS[arm], "out": str(out)}
-        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
-        run(pof("train", *flags(opts), *resume), log)
+    opts = {**common(args, seed), **(POF_COMMON if "pof" in arm else {}), **ARMS[arm]}
+    train_once(pof("train", *flags(opts)), out, log)
     for name, extra in SWEEPS.items():
         if not (out / name / "sweep.json").is_file():
             device = ["--device", args.device] if args.device else []

@@ -24,21 +24,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from on_the_fly import DATA, ROOT, SPARSITIES, pof, run  # noqa: E402
+from on_the_fly import DATA, ROOT, SPARSITIES, pof, run, train_once  # noqa: E402
 
 ARMS = {"pof70": ("cifar10_vit_tiny_pof.yaml", ["--penalty-warmup", "1"]),
         "gmp70": ("cifar10_vit_tiny_gmp.yaml", [])}
 
 
 def train(arm: str, args: argparse.Namespace, log: Path) -> Path:
-    out = args.out / arm
     recipe, extra = ARMS[arm]
-    if not (out / "final.safetensors").is_file():
-        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
-        run(pof("train", "--config", str(ROOT / "recipes" / recipe), "--data", str(args.data),
-                "--epochs", f"{args.epochs:g}", "--warmup-epochs", "1", *extra,
-                "--progress", "false", "--out", str(out), *resume), log)
-    return out / "final.safetensors"
+    return train_once(pof("train", "--config", str(ROOT / "recipes" / recipe), "--data",
+                          str(args.data), "--epochs", f"{args.epochs:g}", "--warmup-epochs",
+                          "1", *extra, "--progress", "false"), args.out / arm, log)
 
 
 def report(args: argparse.Namespace) -> None:
