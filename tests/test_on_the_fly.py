@@ -81,6 +81,29 @@ def test_range_penalty_is_deterministic_differentiable_and_lowers_every_level():
     assert pof.PrunePenalty(model, "0.3:0.9").levels == pen.levels
 
 
+@pytest.mark.parametrize("sparsity, form, weight", [
+    (0.7, "sine", 20.0), ((0.3, 0.9), "energy", 5.0), ("0.3:0.9", "energy", 5.0)])
+def test_penalty_defaults_are_the_measured_ones_everywhere(sparsity, form, weight):
+    pen = pof.PrunePenalty(pof.to_sphere(_net()), sparsity)
+    assert (pen.form, pen.weight) == (form, weight)
+    cfg = TrainConfig(penalty="pof", sparsity=sparsity).resolved()
+    assert (cfg.penalty_form, cfg.penalty_weight) == (form, weight)
+    # given values win, in the library and in a recipe
+    assert pof.PrunePenalty(_net(), sparsity, weight=1.0, form="energy").weight == 1.0
+    cfg = TrainConfig(penalty="pof", sparsity=sparsity, penalty_weight=0.0,
+                      penalty_form="sine").resolved()
+    assert (cfg.penalty_form, cfg.penalty_weight) == ("sine", 0.0)
+
+
+def test_cli_range_run_records_the_range_defaults(tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--model", "small_cnn", "--data", "digits", "--penalty", "pof",
+          "--sparsity", "0.3:0.9", "--penalty-form", "auto", "--max-steps", "2",
+          "--workers", "0", "--progress", "false", "--out", str(out)])
+    cfg = TrainConfig.from_yaml(out / "config.yaml")
+    assert (cfg.penalty_form, cfg.penalty_weight) == ("energy", 5.0)
+
+
 @pytest.mark.parametrize("bad", [(0.9, 0.3), (0.5, 0.5), (0.3, 1.0), (-0.1, 0.5), "0.3:",
                                  (0.1, 0.2, 0.3)])
 def test_bad_ranges_are_refused(bad):

@@ -45,6 +45,15 @@ from .targets import Target
 FORMS = ("energy", "sine")
 
 
+def default_form_weight(sparsity: float | tuple[float, float] | list | str | None
+                        ) -> tuple[str, float]:
+    """The measured default ``(form, weight)``: sine at 20 for one target, energy at 5 for a
+    range (the sine form at 20 empties every nested set, turning a range model into a
+    model for its top; docs/results/on_the_fly.md). The one place this choice is made."""
+    ranged = isinstance(sparsity, tuple | list) or (isinstance(sparsity, str) and ":" in sparsity)
+    return ("energy", 5.0) if ranged else ("sine", 20.0)
+
+
 class PrunePenalty(nn.Module):
     """Loss term for a target ``sparsity``; ``penalty()`` returns a scalar tensor.
 
@@ -53,11 +62,13 @@ class PrunePenalty(nn.Module):
         sparsity: target fraction of weights to prune, in [0, 1), or a range ``(lo, hi)``
             (also ``"lo:hi"``) for a model meant to be pruned anywhere in it.
         scope: "layer" (each layer to ``sparsity``) or "global" (one threshold).
-        weight: multiplier of the whole term.
+        weight: multiplier of the whole term (None: the measured default for ``sparsity``,
+            :func:`default_form_weight`).
         beta: weight of the margin term that keeps kept weights away from zero.
         margin: ``tau`` as a fraction of each layer's RMS weight.
         refresh_every: re-select the pruned set every this many calls (1 = every call).
-        form: "energy" (pruned-energy fraction) or "sine" (its square root).
+        form: "energy" (pruned-energy fraction) or "sine" (its square root); None: the
+            measured default for ``sparsity``.
         levels: with a range, the number of nested pruned sets (evenly spaced, ends
             included).
         pattern: "N:M" pushes the weights an N:M prune removes (``sparsity`` None or
@@ -72,20 +83,23 @@ class PrunePenalty(nn.Module):
         model: nn.Module,
         sparsity: float | tuple[float, float] | str | None,
         scope: str = "layer",
-        weight: float = 20.0,
+        weight: float | None = None,
         beta: float = 0.1,
         margin: float = 0.5,
         refresh_every: int = 50,
         include: Patterns = None,
         exclude: Patterns = None,
         keep_first_conv: bool | None = None,
-        form: str = "sine",
+        form: str | None = None,
         levels: int = 4,
         pattern: str | None = None,
         channels: ChannelPlan | None = None,
     ) -> None:
         super().__init__()
         check_choice("scope", scope, SCOPES)
+        auto_form, auto_weight = default_form_weight(sparsity)
+        form = auto_form if form is None else form
+        weight = auto_weight if weight is None else weight
         check_choice("form", form, FORMS)
         self.form = form
         if refresh_every < 1:

@@ -23,14 +23,15 @@ class PofTrainer(Trainer):
     """``transformers.Trainer`` that adds the pof penalty to its loss.
 
     Args (besides the Trainer's): ``pof_sparsity`` (target, in [0, 1)), ``pof_weight``,
-    ``pof_warmup_steps``, ``pof_form`` ("sine" or "energy"), ``pof_prune`` (None, "zero"
-    or "mean": prune when training ends) and ``pof_kwargs`` (more
+    ``pof_warmup_steps``, ``pof_form`` ("sine" or "energy"; weight and form default to
+    the measured ones, :func:`pof.core.penalty.default_form_weight`), ``pof_prune``
+    (None, "zero" or "mean": prune when training ends) and ``pof_kwargs`` (more
     :class:`~pof.integrations.schedule.ScheduledPenalty` options: ``sphere``, ``exclude``,
     ``scope``, ...). The model goes on the unit sphere here, before the optimizer exists.
     """
 
-    def __init__(self, *args: Any, pof_sparsity: float, pof_weight: float = 1.0,
-                 pof_warmup_steps: int = 0, pof_form: str = "sine",
+    def __init__(self, *args: Any, pof_sparsity: float, pof_weight: float | None = None,
+                 pof_warmup_steps: int = 0, pof_form: str | None = None,
                  pof_prune: str | None = None, pof_kwargs: dict | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -25,13 +25,14 @@ class PofCallback(pl.Callback):
     """Add the pof penalty to a LightningModule's training loss.
 
     Args: ``sparsity`` (target, in [0, 1)), ``weight``, ``warmup_steps``, ``form``
-    ("sine" or "energy"), ``prune`` (None, "zero" or "mean": prune when fit ends);
+    ("sine" or "energy"; weight and form default to the measured ones), ``prune``
+    (None, "zero" or "mean": prune when fit ends);
     other keyword arguments go to :class:`~pof.integrations.schedule.ScheduledPenalty`
     (``sphere``, ``exclude``, ``scope``, ...).
     """
 
-    def __init__(self, sparsity: float, weight: float = 1.0, warmup_steps: int = 0,
-                 form: str = "sine", prune: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, sparsity: float, weight: float | None = None, warmup_steps: int = 0,
+                 form: str | None = None, prune: str | None = None, **kwargs: Any) -> None:
         super().__init__()
         self._args = dict(sparsity=sparsity, weight=weight, warmup_steps=warmup_steps,
                           form=form, prune=prune, **kwargs)

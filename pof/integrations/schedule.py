@@ -23,16 +23,16 @@ class ScheduledPenalty:
     is the term to add to the loss at optimizer step ``step``; ``finish(model)`` prunes
     at ``sparsity`` with ``prune`` recovery ("zero" or "mean"; None: do not prune). Other
     keyword arguments (``scope``, ``beta``, ``refresh_every``, ...) go to
-    :class:`pof.PrunePenalty`.
+    :class:`pof.PrunePenalty`, which also picks ``weight`` and ``form`` when they are None.
     """
 
     def __init__(
         self,
         model: nn.Module,
         sparsity: float,
-        weight: float = 1.0,
+        weight: float | None = None,
         warmup_steps: int = 0,
-        form: str = "sine",
+        form: str | None = None,
         prune: str | None = None,
         sphere: bool = True,
         include: Patterns = None,

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..core.gmp import check_schedule
 from ..core.masks import check_choice, check_range, parse_nm
-from ..core.penalty import FORMS
+from ..core.penalty import FORMS, default_form_weight
 from ..errors import ConfigError, PofError
 
 PENALTIES = ("none", "pof", "l1", "gmp", "cram")
@@ -42,6 +42,9 @@ class Str(Kind):
                  pattern: str | None = None, what: str = "") -> None:
         self.choices, self.optional, self.pattern, self.what = tuple(choices), optional, \
             pattern, what
+
+    def parse(self, text: str) -> Any:
+        return None if self.optional and text.lower() in ("none", "auto", "null") else text
 
     def check(self, name: str, value: Any) -> Any:
         if value is None and self.optional:
@@ -216,8 +219,9 @@ class TrainConfig:
     sparsity: float | list[float] | str = _f(0.5, Sparsity(), "target sparsity, a fraction "
                                              "in [0, 1); pof and cram also take a range lo:hi "
                                              "(one model for every sparsity in it)")
-    penalty_weight: float = _f(20.0, _NONNEG, "multiplier of the pof penalty (0: sphere "
-                               "(+ subnet) without the penalty)")
+    penalty_weight: float | None = _f(None, Number(lo=0, optional=True), "multiplier of "
+                                      "the pof penalty (0: sphere (+ subnet) without the "
+                                      "penalty; default: 20 for one target, 5 for a range)")
     penalty_warmup: float = _f(0.0, _NONNEG, "epochs over which the penalty weight ramps up "
                                "from 0")
     penalty_scope: str = _f("layer", Str(("layer", "global")), "layer or global")
@@ -225,8 +229,9 @@ class TrainConfig:
                               "weights every this many steps")
     penalty_beta: float = _f(0.1, _NONNEG, "weight of the margin term that keeps kept "
                              "weights away from zero")
-    penalty_form: str = _f("sine", Str(FORMS), "energy (pruned-energy fraction) or sine "
-                           "(its square root, for high sparsity)")
+    penalty_form: str | None = _f(None, Str(FORMS, optional=True), "energy (pruned-energy "
+                                  "fraction) or sine (its square root, for high sparsity); "
+                                  "default: sine for one target, energy for a range")
     penalty_levels: int = _f(4, Number(integer=True, lo=2), "pof with a sparsity range: "
                              "nested pruned sets the penalty acts on")
     structure: str = _f("weight", Str(STRUCTURES), "pof penalty on single weights (weight) "
@@ -281,6 +286,14 @@ class TrainConfig:
             raise ConfigError("subnet_every needs a pruned-subnetwork term: a pof sparsity "
                               "range, cram, or subnet split/extra")
         self._check_shape()
+
+    def resolved(self) -> TrainConfig:
+        """This config with every ``None``-means-measured-default value made concrete (the
+        penalty's form and weight for this sparsity): what a run records and uses."""
+        form, weight = default_form_weight(self.sparsity)
+        return dataclasses.replace(
+            self, penalty_form=form if self.penalty_form is None else self.penalty_form,
+            penalty_weight=weight if self.penalty_weight is None else self.penalty_weight)
 
     @property
     def subnet_mode(self) -> str:

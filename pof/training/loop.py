@@ -63,6 +63,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False,
                  on_epoch: Callable[[dict], None] | None = None) -> None:
+        cfg = cfg.resolved()  # measured defaults made concrete: what config.yaml records
         self.cfg, self.on_epoch = cfg, on_epoch
         self.proc = setup(cfg.device)
         self.device, self.main = self.proc.device, self.proc.main
