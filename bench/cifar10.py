@@ -446,7 +446,7 @@ def plots(rows: list[dict], root: Path, results: Path, profile: str) -> list[str
 
 def keep_checkpoints(root: Path, results: Path, profile: str) -> list[str]:
     """Model-only copies (no optimizer state) of the headline ResNet-20 pair, seed 0."""
-    from pof.training.checkpoint import model_from_checkpoint, save_checkpoint
+    from pof.training.checkpoint import model_only_copy
 
     dest = results / "checkpoints"
     kept = []
@@ -456,11 +456,8 @@ def keep_checkpoints(root: Path, results: Path, profile: str) -> list[str]:
         src = run_dir / "final.safetensors"
         if not src.is_file():
             continue
-        model, meta = model_from_checkpoint(src)
-        meta = {k: meta[k] for k in ("arch", "data", "config", "step", "epoch") if k in meta}
-        meta["data"]["source"] = "../shared/data/cifar10/cifar10-jpeg.tar.gz"
         name = f"resnet20-{run_dir.name}.safetensors"
-        save_checkpoint(dest / name, model, meta)
+        model_only_copy(src, dest / name, "../shared/data/cifar10/cifar10-jpeg.tar.gz")
         kept.append(name)
     return kept
 

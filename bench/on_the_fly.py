@@ -8,6 +8,8 @@ re-estimation (20 x 128 unlabelled, unaugmented training images, no gradient ste
     python bench/on_the_fly.py                      # seed 0, then seed 1 (resumable)
     python bench/on_the_fly.py --seeds 0 --arms standard,pof-range
     python bench/on_the_fly.py --report-only        # rebuild docs/results/on_the_fly.*
+    python bench/on_the_fly.py --keep               # model-only copies of seed 0's headline runs
+    python bench/on_the_fly.py --verify             # re-sweep them: tables match to 0.05?
     python bench/on_the_fly.py --device cuda --jobs 8 --seeds 0,1,2   # one GPU, 8 runs at once
     python bench/on_the_fly.py --model resnet56 --init R56.safetensors --seeds 0
 
@@ -135,6 +137,61 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     return keep
 
 
+# ---------------------------------------------------------------- kept checkpoints
+KEPT_ARMS = ("pof-range", "gmp70", "gmp90")  # the headline model and the best dedicated ones
+
+
+def kept_path(args: argparse.Namespace, arm: str, seed: int = 0) -> Path:
+    name = f"{args.model}-{arm}-s{seed}.safetensors"
+    return args.docs / "checkpoints" / results_name(args) / name
+
+
+def keep(args: argparse.Namespace) -> None:
+    """Model-only copies (about 1.1 MB each for ResNet-20) of seed 0's KEPT_ARMS runs in
+    OUT, with the data path made relative to the project root."""
+    from pof.training.checkpoint import model_only_copy
+
+    for arm in KEPT_ARMS:
+        src = args.out / f"{arm}-s0" / "final.safetensors"
+        if not src.is_file():
+            print(f"# not kept (not trained here): {src}")
+            continue
+        data = os.path.relpath(args.data, ROOT)
+        print(f"# kept {model_only_copy(src, kept_path(args, arm), data)}")
+
+
+def verify(args: argparse.Namespace) -> bool:
+    """Re-run the as-deployed sweep (mean fill + BatchNorm re-estimation) of every kept
+    checkpoint; each cell must match the archived row to 0.05 points."""
+    import tempfile
+
+    ok, found = True, False
+    for arm in KEPT_ARMS:
+        ckpt = kept_path(args, arm)
+        if not ckpt.is_file():
+            continue
+        found = True
+        want = {round(r["sparsity"], 3): 100 * r["top1"] for r in json.loads(
+            (archived(arm, 0, args) / "sweep-bn" / "sweep.json").read_text())
+            if r["recover"] in ("mean", "dense")}
+        with tempfile.TemporaryDirectory() as tmp:
+            device = ["--device", args.device] if args.device else []
+            cmd = pof("sweep", str(ckpt), "--out", tmp, "--data", str(args.data),
+                      "--recover", "mean", "--sparsities", ",".join(map(str, SPARSITIES)),
+                      *SWEEPS["sweep-bn"], *device)
+            print("$ " + shlex.join(cmd), flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            got = {round(r["sparsity"], 3): 100 * r["top1"]
+                   for r in json.loads((Path(tmp) / "sweep.json").read_text())}
+        worst = max(abs(got[s] - want[s]) for s in want)
+        ok &= worst <= 0.05
+        print(f"# {ckpt.name}: largest difference {worst:.2f} points over "
+              f"{len(want)} cells ({'ok' if worst <= 0.05 else 'MISMATCH'})")
+    if not found:
+        print("# no kept checkpoints: run with --keep first")
+    return ok and found
+
+
 # ---------------------------------------------------------------- report
 def rows_of(args: argparse.Namespace) -> list[dict]:
     rows = []
@@ -245,8 +302,18 @@ def main() -> None:
                    help="run folders (default runs/<results name>)")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--keep", action="store_true",
+                   help=f"only write model-only copies of seed 0's {', '.join(KEPT_ARMS)} "
+                   "under docs/results/checkpoints")
+    p.add_argument("--verify", action="store_true",
+                   help="only re-sweep the kept checkpoints and compare with the tables "
+                   "(exit 1 on a difference above 0.05 points)")
     args = p.parse_args()
     args.out = args.out or ROOT / "runs" / results_name(args)
+    if args.keep:
+        return keep(args)
+    if args.verify:
+        sys.exit(0 if verify(args) else 1)
     if not args.report_only:
         if not args.init.is_file():
             sys.exit(f"missing {args.init}: the protocol starts from a converged standard "

@@ -14,6 +14,7 @@ from pof.training.checkpoint import (
     load_model_state,
     load_plain_weights,
     model_from_checkpoint,
+    model_only_copy,
     optimizer_state,
     save_checkpoint,
     split,
@@ -65,6 +66,23 @@ def test_optimizer_and_extra_roundtrip(tmp_path):
     assert opt2.param_groups[0]["lr"] == 0.1
     for a, b in zip(opt.state.values(), opt2.state.values(), strict=True):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+
+
+def test_model_only_copy_drops_training_state_and_keeps_outputs(tmp_path):
+    model = pof.prune(pof.to_sphere(_model()), 0.6, recover="mean")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    opt.step()
+    meta = {"arch": ARCH, "data": {"source": "/abs/data", "name": "x"}, "step": 7, "junk": 1}
+    full = save_checkpoint(tmp_path / "full.safetensors", model, meta, opt,
+                           {"penalty.mask_0": torch.ones(100)})
+    copy = model_only_copy(full, tmp_path / "copy.safetensors", "../data")
+    tensors, got = load_checkpoint(copy)
+    assert not any(k.startswith(("optim.", "extra.")) for k in tensors)
+    assert got["data"] == {"source": "../data", "name": "x"} and got["step"] == 7
+    assert "junk" not in got and copy.stat().st_size < full.stat().st_size
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(model_from_checkpoint(copy)[0].eval()(x), model.eval()(x))
 
 
 def test_truncated_and_corrupt_files_are_detected(tmp_path):

@@ -228,6 +228,18 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str,
     return model, meta
 
 
+def model_only_copy(src: str | os.PathLike, dest: str | os.PathLike,
+                    data_source: str | None = None) -> Path:
+    """Write ``src``'s model alone (no optimizer or penalty state; about half the size) to
+    ``dest``, for sharing: ``pof eval``/``sweep``/``prune`` read it like the original.
+    ``data_source`` replaces the recorded data path (e.g. a relative one)."""
+    model, meta = model_from_checkpoint(src)
+    meta = {k: meta[k] for k in ("arch", "data", "config", "step", "epoch") if k in meta}
+    if data_source is not None:
+        meta["data"] = {**meta.get("data", {}), "source": data_source}
+    return save_checkpoint(dest, model, meta)
+
+
 def optimizer_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict | None:
     """The optimizer ``state_dict`` stored in a checkpoint, or None."""
     return _unflatten_optimizer(tensors, meta["optimizer"]) if "optimizer" in meta else None
