@@ -54,10 +54,12 @@ ARMS: dict[str, dict[str, str]] = {
     "pof50": {"penalty": "pof", "sparsity": "0.5"},
     "pof70": {"penalty": "pof", "sparsity": "0.7"},
     "pof90": {"penalty": "pof", "sparsity": "0.9"},
+    # the penalty's target rising along GMP's cubic schedule over the same first 75%
+    "pof90-ramp": {"penalty": "pof", "sparsity": "0.9", "penalty-ramp": "0.75"},
     "pof-range": {"penalty": "pof", "sparsity": RANGE, "penalty-form": "energy",
                   "penalty-weight": "5"},
     "pof-range-nopen": {"penalty": "pof", "sparsity": RANGE, "penalty-weight": "0"},
-    # the subnetwork term every other step (step cost ~1.12x instead of 1.21x)
+    # the subnetwork term every other step (step cost 1.08x instead of 1.11-1.21x)
     "pof-range-every2": {"penalty": "pof", "sparsity": RANGE, "penalty-form": "energy",
                          "penalty-weight": "5", "subnet-every": "2"},
     "cram": {"penalty": "cram", "sparsity": RANGE},
@@ -65,7 +67,7 @@ ARMS: dict[str, dict[str, str]] = {
 # pof arms share the penalty settings of docs/results/cifar10.md (sine form, weight 20)
 POF_COMMON = {"penalty-warmup": "0.5", "penalty-refresh": "50"}
 ORDER = ("pof-range", "standard", "gmp70", "cram", "pof70", "gmp90", "pof90", "gmp50",
-         "pof50", "pof-range-nopen", "pof-range-every2")
+         "pof50", "pof-range-nopen", "pof-range-every2", "pof90-ramp")
 SWEEPS = {"sweep": [], "sweep-bn": ["--bn-recal", str(BN_RECAL)]}
 KEEP = ("config.yaml", "metrics.jsonl", "sweep/sweep.json", "sweep-bn/sweep.json")
 

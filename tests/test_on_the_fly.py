@@ -169,6 +169,32 @@ def test_subnet_every_takes_the_pruned_term_on_every_kth_step_only(tmp_path):
     assert all(0.3 <= s <= 0.9 for _, s in seen)
 
 
+def test_penalty_ramp_follows_the_cubic_schedule_to_the_target(tmp_path):
+    from pof.training.loop import Trainer
+
+    run = Trainer(_cfg(tmp_path, "ramp", penalty="pof", sparsity=0.8, penalty_ramp=0.5,
+                       penalty_refresh=1, max_steps=12), resume=False)
+    seen = []
+    call = run.penalty.forward
+    run.penalty.forward = lambda: (seen.append(run.penalty.levels[0]), call())[1]
+    run.run()
+    total = run.total
+    assert seen == pytest.approx([cubic_sparsity(t, total, 0.8, 0.0, 0.5) for t in range(12)])
+    assert seen[0] == 0.0 and seen == sorted(seen)
+    # the pruned set follows: at the last refresh it holds the scheduled fraction
+    keep = torch.cat([m.flatten() for m in run.penalty.masks])
+    assert 1 - keep.float().mean().item() == pytest.approx(seen[-1], abs=0.02)
+
+
+def test_penalty_ramp_needs_one_pof_target():
+    with pytest.raises(ValueError, match="penalty_ramp"):
+        TrainConfig(penalty="pof", sparsity="0.3:0.9", penalty_ramp=0.5)
+    with pytest.raises(ValueError, match="penalty_ramp"):
+        TrainConfig(penalty="gmp", sparsity=0.7, penalty_ramp=0.5)
+    with pytest.raises(ValueError, match="penalty_ramp"):
+        TrainConfig(penalty="pof", sparsity=0.7, penalty_ramp=1.5)
+
+
 @pytest.mark.parametrize("penalty", ["pof", "cram"])
 def test_range_model_prunes_to_any_requested_sparsity(tmp_path, capsys, penalty):
     out = train(_cfg(tmp_path, penalty, penalty=penalty, sparsity="0.3:0.9"))

@@ -286,7 +286,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         base = TrainConfig.from_dict(src, f"{args.checkpoint}: metadata 'config'")
     except ConfigError as e:
         raise PofError(str(e)) from None
-    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False,
+    over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "penalty_ramp": 0.0,
             "max_steps": getattr(args, "max_steps", None), "structure": "weight",
             "pattern": None,
             "model": arch.get("name", base.model), "model_kwargs": arch.get("kwargs", {}),

@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(f, skip=frozenset({
         "model", "out", "init", "penalty", "sphere", "cosine", "sparsity", "exclude",
         "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh",
-        "penalty_beta", "penalty_form", "l1_weight", "structure", "pattern"}))
+        "penalty_beta", "penalty_form", "penalty_ramp", "l1_weight", "structure",
+        "pattern"}))
     f.set_defaults(func=commands.cmd_finetune, epochs=2.0, lr=0.01)
 
     d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")

@@ -145,6 +145,14 @@ class PrunePenalty(nn.Module):
         first; attention in_proj weights split into their q/k/v blocks."""
         return [p for t in self._targets for p in t.pieces()]
 
+    def set_target(self, sparsity: float) -> None:
+        """Move a single-target penalty to ``sparsity`` (e.g. along a schedule); the pruned
+        set follows at the next refresh."""
+        if len(self.levels) != 1 or self.pattern is not None or self.channels is not None:
+            raise PofError("set_target moves a single weight-level target (no range, N:M or "
+                           "channels)")
+        self.levels = [float(check_range(sparsity))]
+
     @torch.no_grad()
     def refresh(self, weights: list[Tensor] | None = None) -> None:
         """Re-select the pruned set from the current weight magnitudes."""

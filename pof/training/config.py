@@ -224,6 +224,9 @@ class TrainConfig:
                                       "penalty; default: 20 for one target, 5 for a range)")
     penalty_warmup: float = _f(0.0, _NONNEG, "epochs over which the penalty weight ramps up "
                                "from 0")
+    penalty_ramp: float = _f(0.0, Number(lo=0, hi=1), "pof for one target: the fraction of "
+                             "training over which the penalty's target rises from 0 along "
+                             "GMP's cubic schedule (0: the target from the start)")
     penalty_scope: str = _f("layer", Str(("layer", "global")), "layer or global")
     penalty_refresh: int = _f(50, Number(integer=True, lo=1), "re-select the to-be-pruned "
                               "weights every this many steps")
@@ -282,6 +285,10 @@ class TrainConfig:
                               f"{self.penalty!r}; GMP trains for one target sparsity")
         if self.penalty == "gmp":
             check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
+        if self.penalty_ramp and (self.penalty != "pof" or isinstance(self.sparsity, list)
+                                  or self.pattern is not None or self.structure != "weight"):
+            raise ConfigError("penalty_ramp schedules the pof penalty's single weight-level "
+                              "target: penalty pof, one sparsity, no pattern or structure")
         if self.subnet_every != 1 and self.subnet_mode == "none":
             raise ConfigError("subnet_every needs a pruned-subnetwork term: a pof sparsity "
                               "range, cram, or subnet split/extra")

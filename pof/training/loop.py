@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
-from ..core.gmp import GradualPruner
+from ..core.gmp import GradualPruner, cubic_sparsity
 from ..core.penalty import L1Penalty, PrunePenalty
 from ..core.subnet import SubnetSampler
 from ..data import ArrayDataset, load_dataset, make_loader
@@ -263,6 +263,9 @@ class Trainer:
         amp = cfg.amp and self.device.type == "cuda"
         with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
             out, loss = self._forward_loss(self.ddp, x, y)
+            if cfg.penalty_ramp and isinstance(self.penalty, PrunePenalty):
+                self.penalty.set_target(cubic_sparsity(self.step, self.total, cfg.sparsity,
+                                                       0.0, cfg.penalty_ramp))
             pen = (self.penalty() * self.penalty_scale() if self.penalty is not None
                    else None)
             total = loss if pen is None else loss + pen
