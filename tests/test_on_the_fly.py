@@ -89,16 +89,24 @@ def test_penalty_defaults_are_the_measured_ones_everywhere(sparsity, form, weigh
     cfg = TrainConfig(penalty="pof", sparsity=sparsity).resolved()
     assert (cfg.penalty_form, cfg.penalty_weight) == (form, weight)
     # given values win, in the library and in a recipe
-    assert pof.PrunePenalty(_net(), sparsity, weight=1.0, form="energy").weight == 1.0
+    other = "energy" if form == "sine" else "sine"
+    pen = pof.PrunePenalty(_net(), sparsity, weight=1.0, form=other)
+    assert (pen.form, pen.weight) == (other, 1.0)
     cfg = TrainConfig(penalty="pof", sparsity=sparsity, penalty_weight=0.0,
-                      penalty_form="sine").resolved()
-    assert (cfg.penalty_form, cfg.penalty_weight) == ("sine", 0.0)
+                      penalty_form=other).resolved()
+    assert (cfg.penalty_form, cfg.penalty_weight) == (other, 0.0)
+    if not isinstance(sparsity, float):
+        return
+    from pof.integrations.schedule import ScheduledPenalty  # HF and Lightning use it
+
+    pen = ScheduledPenalty(_net(), sparsity).penalty
+    assert (pen.form, pen.weight) == (form, weight)
 
 
 def test_cli_range_run_records_the_range_defaults(tmp_path):
     out = tmp_path / "run"
     main(["train", "--model", "small_cnn", "--data", "digits", "--penalty", "pof",
-          "--sparsity", "0.3:0.9", "--penalty-form", "auto", "--max-steps", "2",
+          "--sparsity", "0.3:0.9", "--max-steps", "2",
           "--workers", "0", "--progress", "false", "--out", str(out)])
     cfg = TrainConfig.from_yaml(out / "config.yaml")
     assert (cfg.penalty_form, cfg.penalty_weight) == ("energy", 5.0)
@@ -192,7 +200,36 @@ def test_penalty_ramp_needs_one_pof_target():
     with pytest.raises(ValueError, match="penalty_ramp"):
         TrainConfig(penalty="gmp", sparsity=0.7, penalty_ramp=0.5)
     with pytest.raises(ValueError, match="penalty_ramp"):
+        TrainConfig(penalty="pof", sparsity=0.7, penalty_ramp=0.5, penalty_weight=0.0)
+    with pytest.raises(ValueError, match="penalty_ramp"):
+        TrainConfig(penalty="pof", pattern="2:4", penalty_ramp=0.5)
+    with pytest.raises(ValueError, match="penalty_ramp"):
+        TrainConfig(penalty="pof", sparsity=0.5, structure="channel", penalty_ramp=0.5)
+    with pytest.raises(ValueError, match="penalty_ramp must be"):
         TrainConfig(penalty="pof", sparsity=0.7, penalty_ramp=1.5)
+
+
+def test_resume_keeps_the_recorded_penalty_when_defaults_are_not_given(tmp_path):
+    """A run started with explicit values and resumed without them keeps its values."""
+    from pof.training.loop import Trainer
+
+    cfg = _cfg(tmp_path, "resume", penalty="pof", sparsity="0.3:0.9", penalty_form="sine",
+               penalty_weight=20.0, max_steps=2)
+    Trainer(cfg, resume=False).run()
+    later = _cfg(tmp_path, "resume", penalty="pof", sparsity="0.3:0.9", max_steps=3)
+    run = Trainer(later, resume=True)
+    assert (run.cfg.penalty_form, run.cfg.penalty_weight) == ("sine", 20.0)
+    assert (run.penalty.form, run.penalty.weight) == ("sine", 20.0)
+
+
+def test_a_pruned_range_model_can_be_fine_tuned(tmp_path, capsys):
+    out = train(_cfg(tmp_path, "ft", penalty="pof", sparsity="0.3:0.9", subnet_every=2))
+    assert main(["prune", str(out / "final.safetensors"), "--sparsity", "0.6", "--out",
+                 str(tmp_path / "p")]) == 0
+    assert main(["finetune", str(tmp_path / "p" / "pruned.safetensors"), "--max-steps", "2",
+                 "--progress", "false", "--workers", "0"]) == 0
+    cfg = TrainConfig.from_yaml(tmp_path / "p" / "finetune" / "config.yaml")
+    assert (cfg.penalty, cfg.sparsity, cfg.subnet_every) == ("none", 0.6, 1)
 
 
 @pytest.mark.parametrize("penalty", ["pof", "cram"])

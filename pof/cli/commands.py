@@ -286,9 +286,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         base = TrainConfig.from_dict(src, f"{args.checkpoint}: metadata 'config'")
     except ConfigError as e:
         raise PofError(str(e)) from None
+    at = (meta.get("pruned") or {}).get("sparsity")  # what it was pruned at, for the record
     over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "penalty_ramp": 0.0,
             "max_steps": getattr(args, "max_steps", None), "structure": "weight",
-            "pattern": None,
+            "pattern": None, "subnet": "none", "subnet_every": 1,
+            "sparsity": at if isinstance(at, float) else 0.0,  # not a training range
             "model": arch.get("name", base.model), "model_kwargs": arch.get("kwargs", {}),
             "out": args.out or str(Path(args.checkpoint).parent / "finetune")}
     cfg = _train_config(args, base, over)

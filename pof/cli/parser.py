@@ -86,7 +86,12 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozens
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS,
                        type=_arg(lambda text, k=kind, n=f.name: k.check(n, k.parse(text)),
                                  f.name),
-                       help=f"{f.metadata['help']} (default: {default})")
+                       help=_help(f.metadata["help"], default))
+
+
+def _help(text: str, default: object) -> str:
+    """A field's help with its default, unless the text says it (a None default)."""
+    return text if "default:" in text else f"{text} (default: {default})"
 
 
 def _device_flag(q: argparse.ArgumentParser) -> None:

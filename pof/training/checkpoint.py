@@ -228,13 +228,18 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str,
     return model, meta
 
 
+# metadata that only resuming a run needs (and what save_checkpoint writes afresh)
+TRAINING_STATE = ("optimizer", "schedule", "epoch_sums", "penalty_calls", "format", "sha256",
+                  "compact", "structure", "selection", "widths")
+
+
 def model_only_copy(src: str | os.PathLike, dest: str | os.PathLike,
                     data_source: str | None = None) -> Path:
     """Write ``src``'s model alone (no optimizer or penalty state; about half the size) to
     ``dest``, for sharing: ``pof eval``/``sweep``/``prune`` read it like the original.
     ``data_source`` replaces the recorded data path (e.g. a relative one)."""
     model, meta = model_from_checkpoint(src)
-    meta = {k: meta[k] for k in ("arch", "data", "config", "step", "epoch") if k in meta}
+    meta = {k: v for k, v in meta.items() if k not in TRAINING_STATE}
     if data_source is not None:
         meta["data"] = {**meta.get("data", {}), "source": data_source}
     return save_checkpoint(dest, model, meta)

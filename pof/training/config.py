@@ -25,6 +25,8 @@ PENALTIES = ("none", "pof", "l1", "gmp", "cram")
 SUBNETS = ("auto", "none", "split", "extra")
 SCHEDULES = ("cosine", "onecycle", "constant")
 STRUCTURES = ("weight", "channel")
+_DEFAULTS = "the {} form at {:g} for one target, the {} form at {:g} for a range".format(
+    *default_form_weight(0.5), *default_form_weight((0.3, 0.9)))
 
 
 class Kind:
@@ -44,7 +46,7 @@ class Str(Kind):
             pattern, what
 
     def parse(self, text: str) -> Any:
-        return None if self.optional and text.lower() in ("none", "auto", "null") else text
+        return None if self.optional and text.lower() in ("none", "null") else text
 
     def check(self, name: str, value: Any) -> Any:
         if value is None and self.optional:
@@ -221,7 +223,7 @@ class TrainConfig:
                                              "(one model for every sparsity in it)")
     penalty_weight: float | None = _f(None, Number(lo=0, optional=True), "multiplier of "
                                       "the pof penalty (0: sphere (+ subnet) without the "
-                                      "penalty; default: 20 for one target, 5 for a range)")
+                                      f"penalty; default: {_DEFAULTS})")
     penalty_warmup: float = _f(0.0, _NONNEG, "epochs over which the penalty weight ramps up "
                                "from 0")
     penalty_ramp: float = _f(0.0, Number(lo=0, hi=1), "pof for one target: the fraction of "
@@ -234,7 +236,7 @@ class TrainConfig:
                              "weights away from zero")
     penalty_form: str | None = _f(None, Str(FORMS, optional=True), "energy (pruned-energy "
                                   "fraction) or sine (its square root, for high sparsity); "
-                                  "default: sine for one target, energy for a range")
+                                  f"default: {_DEFAULTS}")
     penalty_levels: int = _f(4, Number(integer=True, lo=2), "pof with a sparsity range: "
                              "nested pruned sets the penalty acts on")
     structure: str = _f("weight", Str(STRUCTURES), "pof penalty on single weights (weight) "
@@ -286,9 +288,11 @@ class TrainConfig:
         if self.penalty == "gmp":
             check_schedule(self.gmp_start, self.gmp_end, self.gmp_every)
         if self.penalty_ramp and (self.penalty != "pof" or isinstance(self.sparsity, list)
-                                  or self.pattern is not None or self.structure != "weight"):
+                                  or self.pattern is not None or self.structure != "weight"
+                                  or self.penalty_weight == 0):
             raise ConfigError("penalty_ramp schedules the pof penalty's single weight-level "
-                              "target: penalty pof, one sparsity, no pattern or structure")
+                              "target: penalty pof, one sparsity, a penalty weight > 0, no "
+                              "pattern or structure")
         if self.subnet_every != 1 and self.subnet_mode == "none":
             raise ConfigError("subnet_every needs a pruned-subnetwork term: a pof sparsity "
                               "range, cram, or subnet split/extra")

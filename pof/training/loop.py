@@ -55,7 +55,9 @@ from .schedule import make_scheduler
 
 # a resumed run must agree with the checkpoint on these (anything else may change)
 RESUME_KEYS = ("model", "model_kwargs", "data", "seed", "epochs", "batch_size", "penalty",
-               "sparsity", "structure", "pattern")
+               "sparsity", "structure", "pattern", "penalty_ramp")
+# values whose default (None) is resolved at the start: a resume keeps the recorded ones
+RECORDED_DEFAULTS = ("penalty_form", "penalty_weight")
 
 
 class Trainer:
@@ -63,13 +65,16 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False,
                  on_epoch: Callable[[dict], None] | None = None) -> None:
+        self.out = check_out_dir(cfg.out)
+        last = self.out / "last.safetensors"
+        if resume:  # a resumed run keeps the values it recorded where none is given now
+            cfg = _recorded_defaults(last, cfg)
         cfg = cfg.resolved()  # measured defaults made concrete: what config.yaml records
         self.cfg, self.on_epoch = cfg, on_epoch
         self.proc = setup(cfg.device)
         self.device, self.main = self.proc.device, self.proc.main
-        self.out = check_out_dir(cfg.out)
         if resume:
-            _check_resumable(self.out / "last.safetensors", cfg)
+            _check_resumable(last, cfg)
         torch.manual_seed(cfg.seed)
         show = cfg.progress and self.main
         self.train_ds = load_dataset(cfg.data, "train", progress=show)
@@ -350,6 +355,18 @@ class Trainer:
     def _test(self) -> dict[str, float]:
         loader = make_loader(self.test_ds, 256, train=False, num_workers=self.cfg.workers)
         return evaluate(self.model, loader, self.device)
+
+
+def _recorded_defaults(path: Path, cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with each value left to its default (None) taken from the run's checkpoint,
+    so that a resumed run cannot switch to defaults that changed since it started."""
+    if not path.is_file():
+        return cfg
+    old = read_meta(path).get("config") or {}
+    unset = {f.name: old[f.name] for f in dataclasses.fields(cfg)
+             if getattr(cfg, f.name) is None and old.get(f.name) is not None
+             and f.name in RECORDED_DEFAULTS}
+    return dataclasses.replace(cfg, **unset) if unset else cfg
 
 
 def _check_resumable(path: Path, cfg: TrainConfig) -> None:
