@@ -281,15 +281,20 @@ def plot(rows: list[dict], arms: list[str], ss: tuple[float, ...], path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    top = 0.0
     for a in arms:
         ys = [statistics.mean(v) if (v := deploy_cell(rows, a, s)) else float("nan") for s in ss]
+        top = max([top, *(y for y in ys if y == y)])
         style = "-o" if a.startswith("pof-range") or a == "cram" else "--."
-        ax.plot([100 * s for s in ss], ys, style, label=a)
-    ax.set(xlabel="sparsity (%)", ylabel="CIFAR-10 test top-1 (%)", ylim=(10, 95),
-           title=f"{model}: one model per arm, pruned one-shot at each sparsity")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", ncol=2)
+        for ax in axes:
+            ax.plot([100 * s for s in ss], ys, style, label=a)
+    axes[0].set(ylim=(10, 95), title=f"{model}: one model per arm, pruned one-shot")
+    axes[1].set(ylim=(top - 8, top + 1), title="the same, top 8 points")
+    for ax in axes:
+        ax.set(xlabel="sparsity (%)", ylabel="CIFAR-10 test top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
