@@ -101,6 +101,10 @@ def run(cmd: list[str], log: Path) -> None:
                 + "\n")
 
 
+def device_flags(args: argparse.Namespace) -> list[str]:
+    return ["--device", args.device] if args.device else []
+
+
 def pof(*args: str) -> list[str]:
     return [sys.executable, "-m", "pof", *args]
 
@@ -130,9 +134,9 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     train_once(pof("train", *flags(opts)), out, log)
     for name, extra in SWEEPS.items():
         if not (out / name / "sweep.json").is_file():
-            device = ["--device", args.device] if args.device else []
             run(pof("sweep", str(out / "final.safetensors"), "--out", str(out / name),
-                    "--sparsities", ",".join(map(str, SPARSITIES)), *extra, *device), log)
+                    "--sparsities", ",".join(map(str, SPARSITIES)), *extra,
+                    *device_flags(args)), log)
     for f in KEEP:
         (keep / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / f, keep / f)
@@ -153,12 +157,12 @@ def keep(args: argparse.Namespace) -> None:
     OUT, with the data path made relative to the project root."""
     from pof.training.checkpoint import model_only_copy
 
+    data = os.path.relpath(args.data, ROOT)
     for arm in KEPT_ARMS:
         src = args.out / f"{arm}-s0" / "final.safetensors"
         if not src.is_file():
             print(f"# not kept (not trained here): {src}")
             continue
-        data = os.path.relpath(args.data, ROOT)
         print(f"# kept {model_only_copy(src, kept_path(args, arm), data)}")
 
 
@@ -178,10 +182,9 @@ def verify(args: argparse.Namespace) -> bool:
             (archived(arm, 0, args) / "sweep-bn" / "sweep.json").read_text())
             if r["recover"] in (fill, "dense")}
         with tempfile.TemporaryDirectory() as tmp:
-            device = ["--device", args.device] if args.device else []
             cmd = pof("sweep", str(ckpt), "--out", tmp, "--data", str(args.data),
                       "--recover", fill, "--sparsities", ",".join(map(str, SPARSITIES)),
-                      *SWEEPS["sweep-bn"], *device)
+                      *SWEEPS["sweep-bn"], *device_flags(args))
             print("$ " + shlex.join(cmd), flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
             got = {round(r["sparsity"], 3): 100 * r["top1"]

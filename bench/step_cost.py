@@ -26,21 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from on_the_fly import ARMS, DATA, POF_COMMON  # noqa: E402
 
 from pof.training import TrainConfig, Trainer  # noqa: E402
+from pof.training.config import field_kind  # noqa: E402
 
 ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram", "pof-range-every2")
 
 
 def config(arm: str, out: str, data: str) -> TrainConfig:
     opts = {**(POF_COMMON if "pof" in arm else {}), **ARMS[arm]}
-    kw = {k.replace("-", "_"): v for k, v in opts.items()}
-    for k in ("penalty_weight", "penalty_warmup"):
-        if k in kw:
-            kw[k] = float(kw[k])
-    for k in ("penalty_refresh", "subnet_every"):
-        if k in kw:
-            kw[k] = int(kw[k])
-    if "sparsity" in kw and ":" not in kw["sparsity"]:
-        kw["sparsity"] = float(kw["sparsity"])
+    # each flag's text parsed as `pof train` parses it
+    kw = {(k := f.replace("-", "_")): field_kind(k).parse(v) for f, v in opts.items()}
     return TrainConfig(model="resnet20", data=data, out=out, epochs=1, batch_size=128,
                        workers=0, progress=False, gmp_every=50, **kw)
 

@@ -45,13 +45,13 @@ from .targets import Target
 FORMS = ("energy", "sine")
 
 
-def default_form_weight(sparsity: float | tuple[float, float] | list | str | None
+def default_form_weight(sparsity: float | tuple[float, float] | list | None
                         ) -> tuple[str, float]:
-    """The measured default ``(form, weight)``: sine at 20 for one target, energy at 5 for a
-    range (the sine form at 20 empties every nested set, turning a range model into a
-    model for its top; docs/results/on_the_fly.md). The one place this choice is made."""
-    ranged = isinstance(sparsity, tuple | list) or (isinstance(sparsity, str) and ":" in sparsity)
-    return ("energy", 5.0) if ranged else ("sine", 20.0)
+    """The measured default ``(form, weight)`` for a checked ``sparsity``: sine at 20 for
+    one target, energy at 5 for a range ``(lo, hi)`` (the sine form at 20 empties every
+    nested set, turning a range model into a model for its top;
+    docs/results/on_the_fly.md). The one place this choice is made."""
+    return ("energy", 5.0) if isinstance(sparsity, tuple | list) else ("sine", 20.0)
 
 
 class PrunePenalty(nn.Module):
@@ -97,14 +97,14 @@ class PrunePenalty(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("scope", scope, SCOPES)
-        auto_form, auto_weight = default_form_weight(sparsity)
+        self.sparsity = check_range(check_pattern(sparsity, pattern))
+        auto_form, auto_weight = default_form_weight(self.sparsity)
         form = auto_form if form is None else form
         weight = auto_weight if weight is None else weight
         check_choice("form", form, FORMS)
         self.form = form
         if refresh_every < 1:
             raise PofError(f"refresh_every must be >= 1, got {refresh_every}")
-        self.sparsity = check_range(check_pattern(sparsity, pattern))
         self.pattern, self.channels = pattern, channels
         if isinstance(self.sparsity, tuple):
             if levels < 2:
