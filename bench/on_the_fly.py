@@ -68,6 +68,9 @@ ARMS: dict[str, dict[str, str]] = {
 POF_COMMON = {"penalty-warmup": "0.5", "penalty-refresh": "50"}
 ORDER = ("pof-range", "standard", "gmp70", "cram", "pof70", "gmp90", "pof90", "gmp50",
          "pof50", "pof-range-nopen", "pof-range-every2", "pof90-ramp")
+# the tables' order: the baselines by target, the range model, its comparator, the variants
+SHOWN = ("standard", "gmp50", "pof50", "gmp70", "pof70", "gmp90", "pof90", "pof-range", "cram",
+         "pof-range-every2", "pof-range-nopen", "pof90-ramp")
 SWEEPS = {"sweep": [], "sweep-bn": ["--bn-recal", str(BN_RECAL)]}
 KEEP = ("config.yaml", "metrics.jsonl", "sweep/sweep.json", "sweep-bn/sweep.json")
 
@@ -218,14 +221,20 @@ def rows_of(args: argparse.Namespace) -> list[dict]:
 DEPLOY_FILL = {"cram": "zero"}
 
 
-def deploy_cell(rows: list[dict], arm: str, s: float) -> list[float]:
-    """Per seed, top-1 % at ``s`` as deployed: the arm's fill (DEPLOY_FILL) + BatchNorm
-    re-estimation (the dense row is the model as trained)."""
-    fill = DEPLOY_FILL.get(arm, "mean")
+def seed_cells(rows: list[dict], arm: str, s: float, fill: str | None = None,
+               bn: bool = True) -> list[float]:
+    """Per seed, top-1 % of ``arm`` pruned at ``s`` with ``fill`` (default: as deployed,
+    DEPLOY_FILL) and with or without BatchNorm re-estimation (0%: the model as trained)."""
+    fill = fill or DEPLOY_FILL.get(arm, "mean")
     by_seed = {r["seed"]: 100 * r["top1"] for r in rows
-               if r["arm"] == arm and r["bn"] and abs(r["sparsity"] - s) < 1e-9
+               if r["arm"] == arm and r["bn"] == bn and abs(r["sparsity"] - s) < 1e-9
                and r["recover"] in (fill, "dense")}
     return [by_seed[k] for k in sorted(by_seed)]
+
+
+def deploy_cell(rows: list[dict], arm: str, s: float) -> list[float]:
+    """Per seed, top-1 % at ``s`` as deployed: the arm's fill + BatchNorm re-estimation."""
+    return seed_cells(rows, arm, s)
 
 
 def cell(vals: list[float]) -> str:
@@ -236,17 +245,77 @@ def cell(vals: list[float]) -> str:
     return f"{statistics.mean(vals):.2f} ± {(max(vals) - min(vals)) / 2:.2f}"
 
 
+DEDICATED = ("gmp50", "gmp70", "gmp90", "pof50", "pof70", "pof90")  # one model per target
+
+
+def mean_at(rows: list[dict], arm: str, s: float) -> float | None:
+    vals = deploy_cell(rows, arm, s)
+    return statistics.mean(vals) if vals else None
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """Each target of the on-the-fly and at-scale issues against the measured means (as
+    deployed), with the verdict; a target whose arms have not run yet is left out."""
+    def val(arm: str, s: float) -> str:
+        return f"{arm} {cell(deploy_cell(rows, arm, s))}"
+
+    out = ["| target | measured (as deployed, mean ± half-range over seeds) | gap | verdict |",
+           "|---|---|---:|---|"]
+
+    def add(name: str, ours: tuple[str, float], ref: tuple[str, float], slack: float) -> None:
+        a, b = mean_at(rows, *ours), mean_at(rows, *ref)
+        if a is None or b is None:
+            return
+        gap = a - b
+        out.append(f"| {name} | {val(*ours)} vs {val(*ref)} | {gap:+.2f} | "
+                   f"{'met' if gap >= -slack - 1e-9 else 'missed'} |")
+
+    add("pof range dense within 0.5 of standard", ("pof-range", 0.0), ("standard", 0.0), 0.5)
+    for s in (0.5, 0.7, 0.8, 0.9):
+        done = [(mean_at(rows, a, s), a) for a in DEDICATED if mean_at(rows, a, s) is not None]
+        if done:
+            add(f"pof range at {100 * s:g}% within 0.5 of the best dedicated model",
+                ("pof-range", s), (max(done)[1], s), 0.5)
+    for s in (0.7, 0.9):
+        add(f"pof dedicated ≥ GMP at {100 * s:g}%", (f"pof{100 * s:g}", s),
+            (f"gmp{100 * s:g}", s), 0.0)
+    for s, loss in ((0.5, 0.3), (0.7, 1.0), (0.9, 2.5)):
+        add(f"pof{100 * s:g} at {100 * s:g}% loses ≤ {loss:g} against the standard dense",
+            (f"pof{100 * s:g}", s), ("standard", 0.0), loss)
+    return out
+
+
+def inject(page: Path, block: str, text: str) -> None:
+    """Replace what lies between ``<!-- begin BLOCK -->`` and ``<!-- end BLOCK -->`` in a
+    hand-written page with generated text (the page keeps its prose around it)."""
+    begin, end = f"<!-- begin {block} -->", f"<!-- end {block} -->"
+    if not page.is_file() or begin not in (src := page.read_text()):
+        return
+    head, _, rest = src.partition(begin)
+    _, _, tail = rest.partition(end)
+    page.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
 def report(args: argparse.Namespace) -> None:
     rows = rows_of(args)
     if not rows:
         print("no finished runs yet")
         return
     ss = (0.0, *SPARSITIES)
-    arms = [a for a in ORDER if any(r["arm"] == a for r in rows)]
-    head = "| arm | " + " | ".join(f"{100 * s:g}%" for s in ss) + " |"
-    lines = [head, "|---|" + "---:|" * len(ss)]
+    arms = [a for a in SHOWN if any(r["arm"] == a for r in rows)]
+    head = "| arm | seeds | " + " | ".join(f"{100 * s:g}%" for s in ss) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(ss)]
     for a in arms:
-        lines.append(f"| {a} | " + " | ".join(cell(deploy_cell(rows, a, s)) for s in ss) + " |")
+        n = len({r["seed"] for r in rows if r["arm"] == a})
+        lines.append(f"| {a} | {n} | " + " | ".join(cell(deploy_cell(rows, a, s)) for s in ss)
+                     + " |")
+    no_bn = ["| arm, fill | " + " | ".join(f"{100 * s:g}%" for s in ss) + " |",
+             "|---|" + "---:|" * len(ss)]
+    for a in ("standard", "pof-range"):
+        for fill in ("zero", "mean"):
+            no_bn.append(f"| {a}, {fill} | " + " | ".join(
+                cell(seed_cells(rows, a, s, fill, bn=False)) for s in ss) + " |")
+    goals = targets(rows)
     detail = ["| arm | seed | fill | BN re-est. | " + " | ".join(f"{100 * s:g}%" for s in ss)
               + " |", "|---|---:|---|---|" + "---:|" * len(ss)]
     for a in arms:
@@ -269,9 +338,13 @@ def report(args: argparse.Namespace) -> None:
                       stamp, "", "As deployed: mean fill (zero for cram, which trains "
                       f"with it) + BatchNorm re-estimation ({BN_RECAL} x 128 training images, "
                       "no labels) for every arm (test top-1 %, mean ± half-range over seeds):",
-                      "", *lines, "", "Every sweep row:", "", *detail, ""])
+                      "", *lines, "", "Targets:", "", *goals, "",
+                      "Every sweep row:", "", *detail, ""])
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"{name}_tables.md").write_text(text)
+    inject(args.docs / f"{name}.md", "deployed", "\n".join(lines))
+    inject(args.docs / f"{name}.md", "targets", "\n".join(goals))
+    inject(args.docs / f"{name}.md", "no-bn", "\n".join(no_bn))
     (args.docs / f"{name}.json").write_text(json.dumps(rows, indent=1))
     plot(rows, arms, ss, args.docs / f"{name}.png", args.model)
     print(text)

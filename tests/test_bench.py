@@ -41,3 +41,46 @@ def test_speed_bench_scripts_start(script):
     out = subprocess.run([sys.executable, str(bench_dir / script), "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--out" in out
+
+
+def load_on_the_fly():
+    spec = importlib.util.spec_from_file_location(
+        "bench_on_the_fly", Path(__file__).parent.parent / "bench" / "on_the_fly.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def sweep_rows(arm, seed, cells, fill="mean", bn=True):
+    """Sweep rows as rows_of() builds them: {sparsity: top-1 %}, 0 is the dense row."""
+    return [{"arm": arm, "seed": seed, "bn": bn, "sparsity": s, "top1": v / 100,
+             "recover": "dense" if s == 0 else fill} for s, v in cells.items()]
+
+
+def test_on_the_fly_targets_judge_means_over_seeds():
+    otf = load_on_the_fly()
+    rows = (sweep_rows("standard", 0, {0.0: 87.0}) + sweep_rows("standard", 1, {0.0: 88.0})
+            + sweep_rows("pof-range", 0, {0.0: 87.2, 0.7: 85.0, 0.9: 80.0})
+            + sweep_rows("pof-range", 1, {0.0: 87.4, 0.7: 85.2, 0.9: 80.0})
+            + sweep_rows("gmp70", 0, {0.7: 85.6}) + sweep_rows("pof70", 0, {0.7: 85.4})
+            + sweep_rows("pof70", 0, {0.7: 99.0}, fill="zero")  # not the deployed fill
+            + sweep_rows("gmp90", 0, {0.9: 83.0}) + sweep_rows("pof90", 0, {0.9: 84.0}))
+    assert otf.deploy_cell(rows, "pof-range", 0.7) == pytest.approx([85.0, 85.2])
+    lines = {r.split(" | ")[0][2:]: r for r in otf.targets(rows)[2:]}
+    dense = lines["pof range dense within 0.5 of standard"]
+    assert "87.30 ± 0.10" in dense and "87.50 ± 0.50" in dense and dense.endswith("| met |")
+    at70 = lines["pof range at 70% within 0.5 of the best dedicated model"]
+    assert "gmp70 85.60" in at70 and "| -0.50 | met |" in at70  # the better of gmp70/pof70
+    assert lines["pof range at 90% within 0.5 of the best dedicated model"].endswith("missed |")
+    assert lines["pof dedicated ≥ GMP at 70%"].endswith("| -0.20 | missed |")
+    assert lines["pof dedicated ≥ GMP at 90%"].endswith("| +1.00 | met |")
+    assert not any("pof50" in k for k in lines)  # arms not run yet are left out
+
+
+def test_on_the_fly_inject_replaces_only_the_marked_block(tmp_path):
+    otf = load_on_the_fly()
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- begin t -->\nold\n<!-- end t -->\nprose\n")
+    otf.inject(page, "t", "| new |")
+    otf.inject(page, "absent", "ignored")
+    assert page.read_text() == "intro\n<!-- begin t -->\n| new |\n<!-- end t -->\nprose\n"
