@@ -28,13 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import on_the_fly as otf  # noqa: E402
 from on_the_fly import DATA, PRETRAINED, ROOT, pof, run, train_once  # noqa: E402
 
 STEPS = ("pretrain", "on_the_fly", "mbv2")
@@ -112,6 +115,98 @@ def mbv2_report(rows: list[dict], dense: float, args: argparse.Namespace) -> Non
     print(text)
 
 
+# ---------------------------------------------------------------- publish
+HEADLINE = (("standard, one-shot + BN re-estimation", {s: "standard" for s in (0, .5, .7, .8, .9)}),
+            ("GMP, one training per sparsity", {.5: "gmp50", .7: "gmp70", .9: "gmp90"}),
+            ("pof, one training per sparsity", {.5: "pof50", .7: "pof70", .9: "pof90"}),
+            ("pof, one training for 30–90%", {s: "pof-range" for s in (0, .5, .7, .8, .9)}),
+            ("CrAM-style, one training for 30–90%", {s: "cram" for s in (0, .5, .7, .8, .9)}))
+
+
+def wall_hours(log: Path) -> tuple[float, float]:
+    """Logged wall hours of the trainings and of the sweeps in a commands.jsonl."""
+    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    train = sum(r["wall_s"] for r in rows if " -m pof train " in r["cmd"]) / 3600
+    return train, sum(r["wall_s"] for r in rows if " -m pof sweep " in r["cmd"]) / 3600
+
+
+def model_section(model: str, args: argparse.Namespace) -> list[str]:
+    """The headline table, targets, commands and cost of one model's on-the-fly runs."""
+    init = (os.path.relpath(PRETRAINED, ROOT) if model == "resnet20"
+            else f"runs/at_scale/{model}-standard/final.safetensors")
+    ns = argparse.Namespace(model=model, docs=args.docs, init=init, epochs=args.epochs,
+                            data=os.path.relpath(otf.DATA, ROOT), lr=0.05, device=None)
+    name = otf.results_name(ns)
+    rows = otf.rows_of(ns)
+    if not rows:
+        return [f"## {model}", "", "Not run yet: `python bench/at_scale.py` "
+                "(see its docstring) runs it.", ""]
+    cols = (0.0, 0.5, 0.7, 0.8, 0.9)
+    seeds = sorted({r["seed"] for r in rows})
+    lines = ["| | dense | 50% | 70% | 80% | 90% |", "|---|---:|---:|---:|---:|---:|"]
+    for label, arms in HEADLINE:
+        cells = [otf.cell(otf.deploy_cell(rows, arms[s], s)) if s in arms else "–"
+                 for s in cols]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    train_h, sweep_h = wall_hours(args.docs / name / "commands.jsonl")
+    opts = otf.common(ns, 0)
+    del opts["seed"]
+    run_dir = Path("runs") / name / "ARM-sN"
+    sweep = shlex.join(["pof", *otf.sweep_command(run_dir / "final.safetensors",
+                                                  run_dir / "sweep-bn", "sweep-bn", ns)[3:]])
+    cmds = [f"Each run, from the project root: `pof train COMMON --seed N OPTIONS --out "
+            f"{run_dir}`, then `{sweep}` (and the same without `--bn-recal` into `sweep/`), "
+            f"with COMMON = `{shlex.join(otf.flags(opts))}` and OPTIONS:", "",
+            "| arm | OPTIONS |", "|---|---|"]
+    cmds += [f"| {arm} | `{shlex.join(otf.flags(otf.arm_options(arm)))}` |"
+             for _, arms in HEADLINE for arm in dict.fromkeys(arms.values())]
+    return [f"## {model}", "",
+            f"Seeds {', '.join(map(str, seeds))}; test top-1 %, mean ± half-range over the seeds "
+            "each arm has run (the per-arm seed count and every sweep row: "
+            f"[{name}_tables.md]({name}_tables.md)). Every arm continues from the same "
+            f"converged standard model for the same {args.epochs:g} epochs; as deployed: mean "
+            "fill (zero for CrAM-style, which trains with it) + BatchNorm re-estimation from "
+            f"{otf.BN_RECAL} × 128 training images, no labels, no gradient steps. pof runs "
+            "take the library's default penalty (sine at weight 20 for one target, energy at "
+            "5 for a range; each run's config.yaml records it).", "",
+            *lines, "", "Targets (means as deployed):", "", *otf.targets(rows), "",
+            f"Logged wall time: {train_h:.1f} h of training and {sweep_h:.1f} h of sweeps, "
+            f"one thread per run ({name}/commands.jsonl, which has every command as run; a "
+            "segment cut by a stop is not logged).", "", *cmds, ""]
+
+
+def publish(args: argparse.Namespace) -> None:
+    """docs/results/cifar10.md from the converged-model runs only."""
+    kept = args.docs / "checkpoints" / "on_the_fly" / "verify.json"
+    check = json.loads(kept.read_text()) if kept.is_file() else None
+    mbv2 = args.docs / "mobilenet_v2_70.md"
+    text = ["# CIFAR-10 from converged models: pof against GMP and recalibrated one-shot "
+            "pruning", "",
+            f"Generated by `python bench/at_scale.py --report-only` on "
+            f"{time.strftime('%Y-%m-%d')} from the archived runs only (docs/results/"
+            "on_the_fly*/). Measured with torch 2.13 on CPU (2-core AMD EPYC) unless a "
+            "commands log says otherwise; our JPEG copy of CIFAR-10, so compare arms with "
+            "each other, not with published CIFAR-10 numbers. The short-schedule study "
+            "that came before (8-epoch models) is archived in "
+            "[cifar10_short_schedule.md](cifar10_short_schedule.md).", "",
+            *model_section("resnet20", args), *model_section("resnet56", args),
+            "## MobileNetV2-CIFAR at 70%, first conv dense, with fine-tuning", "",
+            *(mbv2.read_text().splitlines()[2:] if mbv2.is_file() else
+              ["Not run yet: `python bench/at_scale.py --steps pretrain,mbv2`.", ""]),
+            "## Kept checkpoints", ""]
+    if check:
+        text += [f"Model-only copies of seed 0 in `checkpoints/on_the_fly/`, re-swept with "
+                 f"`python bench/on_the_fly.py --verify` on {check['date']}:", "",
+                 *(f"- {r['checkpoint']}: largest difference {r['max_diff']:.2f} points over "
+                   f"{r['cells']} cells (`{r['command']}`)" for r in check["runs"]), ""]
+    else:
+        text += ["None verified yet: `python bench/on_the_fly.py --keep --verify`.", ""]
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "cifar10.md").write_text("\n".join(text))
+    print("\n".join(text))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", default=",".join(STEPS), help=f"subset of {','.join(STEPS)}")
@@ -126,7 +221,11 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("POF_CIFAR10", DATA)))
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "at_scale")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild docs/results/cifar10.md from the archived runs")
     args = p.parse_args()
+    if args.report_only:
+        return publish(args)
     steps = args.steps.split(",")
     if set(steps) - set(STEPS) or args.jobs < 1:
         sys.exit(f"--steps takes {','.join(STEPS)}; --jobs at least 1")

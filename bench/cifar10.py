@@ -1,6 +1,6 @@
 """CIFAR-10 reproduction: pof vs conventional pruning with an equal training budget.
 
-Runs the protocol of docs/results/cifar10.md through the real ``pof`` CLI, printing every
+Runs the protocol of docs/results/cifar10_short_schedule.md through the real ``pof`` CLI, printing every
 command before it runs it, then writes the tables and plots:
 
     python bench/cifar10.py --profile quick     # ResNet-20, 1 seed, short schedule (<=45 min)
@@ -55,7 +55,7 @@ class ModelPlan:
     ft_epochs: float = 2
     bn_recal_seeds: tuple[int, ...] = (0,)  # runs also swept with BatchNorm recalibration
     model_kwargs: dict = field(default_factory=dict)
-    pof_weight: float = 20  # chosen over 5 on ResNet-20 (docs/results/cifar10.md, "Tuning")
+    pof_weight: float = 20  # chosen over 5 on ResNet-20 (docs/results/cifar10_short_schedule.md, "Tuning")
     lr: float = 0.1
     wd: float = 5e-4
 

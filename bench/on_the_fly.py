@@ -64,7 +64,8 @@ ARMS: dict[str, dict[str, str]] = {
                          "penalty-weight": "5", "subnet-every": "2"},
     "cram": {"penalty": "cram", "sparsity": RANGE},
 }
-# pof arms share the penalty settings of docs/results/cifar10.md (sine form, weight 20)
+# pof arms take the default form and weight (default_form_weight: sine at 20 for one
+# target, energy at 5 for a range; config.yaml records them)
 POF_COMMON = {"penalty-warmup": "0.5", "penalty-refresh": "50"}
 ORDER = ("pof-range", "standard", "gmp70", "cram", "pof70", "gmp90", "pof90", "gmp50",
          "pof50", "pof-range-nopen", "pof-range-every2", "pof90-ramp")
@@ -121,6 +122,23 @@ def train_once(cmd: list[str], out: Path, log: Path) -> Path:
     return out / "final.safetensors"
 
 
+def train_command(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
+    """The ``pof train`` command of one run (without ``--out``)."""
+    return pof("train", *flags({**common(args, seed), **arm_options(arm)}))
+
+
+def arm_options(arm: str) -> dict[str, str]:
+    """What one arm adds to the common options."""
+    return {**(POF_COMMON if "pof" in arm else {}), **ARMS[arm]}
+
+
+def sweep_command(ckpt: Path, out: Path, sweep: str, args: argparse.Namespace,
+                  *extra: str) -> list[str]:
+    """The ``pof sweep`` command of one of SWEEPS on ``ckpt``."""
+    return pof("sweep", str(ckpt), "--out", str(out), "--sparsities",
+               ",".join(map(str, SPARSITIES)), *SWEEPS[sweep], *extra, *device_flags(args))
+
+
 def archived(arm: str, seed: int, args: argparse.Namespace) -> Path:
     """Where a finished run's small files are kept in the repository (no checkpoints)."""
     return args.docs / results_name(args) / f"{arm}-s{seed}"
@@ -133,13 +151,10 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     if all((keep / f).is_file() for f in KEEP):
         print(f"# done already: {keep}")
         return keep
-    opts = {**common(args, seed), **(POF_COMMON if "pof" in arm else {}), **ARMS[arm]}
-    train_once(pof("train", *flags(opts)), out, log)
-    for name, extra in SWEEPS.items():
+    train_once(train_command(arm, seed, args), out, log)
+    for name in SWEEPS:
         if not (out / name / "sweep.json").is_file():
-            run(pof("sweep", str(out / "final.safetensors"), "--out", str(out / name),
-                    "--sparsities", ",".join(map(str, SPARSITIES)), *extra,
-                    *device_flags(args)), log)
+            run(sweep_command(out / "final.safetensors", out / name, name, args), log)
     for f in KEEP:
         (keep / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / f, keep / f)
@@ -174,7 +189,7 @@ def verify(args: argparse.Namespace) -> bool:
     checkpoint; each cell must match the archived row to 0.05 points."""
     import tempfile
 
-    ok, found = True, False
+    ok, found, record = True, False, []
     for arm in KEPT_ARMS:
         ckpt = kept_path(args, arm)
         if not ckpt.is_file():
@@ -185,9 +200,8 @@ def verify(args: argparse.Namespace) -> bool:
             (archived(arm, 0, args) / "sweep-bn" / "sweep.json").read_text())
             if r["recover"] in (fill, "dense")}
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = pof("sweep", str(ckpt), "--out", tmp, "--data", str(args.data),
-                      "--recover", fill, "--sparsities", ",".join(map(str, SPARSITIES)),
-                      *SWEEPS["sweep-bn"], *device_flags(args))
+            cmd = sweep_command(ckpt, Path(tmp), "sweep-bn", args, "--data", str(args.data),
+                                "--recover", fill)
             print("$ " + shlex.join(cmd), flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
             got = {round(r["sparsity"], 3): 100 * r["top1"]
@@ -196,8 +210,13 @@ def verify(args: argparse.Namespace) -> bool:
         ok &= worst <= 0.05
         print(f"# {ckpt.name}: largest difference {worst:.2f} points over "
               f"{len(want)} cells ({'ok' if worst <= 0.05 else 'MISMATCH'})")
+        record.append({"checkpoint": ckpt.name, "cells": len(want), "max_diff": round(worst, 4),
+                       "command": shlex.join(cmd[1:]).replace(tmp, "OUT")})
     if not found:
         print("# no kept checkpoints: run with --keep first")
+    else:
+        (kept_path(args, KEPT_ARMS[0]).parent / "verify.json").write_text(json.dumps(
+            {"date": time.strftime("%Y-%m-%d"), "runs": record}, indent=1) + "\n")
     return ok and found
 
 

@@ -84,3 +84,32 @@ def test_on_the_fly_inject_replaces_only_the_marked_block(tmp_path):
     otf.inject(page, "t", "| new |")
     otf.inject(page, "absent", "ignored")
     assert page.read_text() == "intro\n<!-- begin t -->\n| new |\n<!-- end t -->\nprose\n"
+
+
+def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
+    """bench/at_scale.py --report-only: the headline table from archived sweeps only."""
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_at_scale", Path(__file__).parent.parent / "bench" / "at_scale.py")
+    at_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(at_scale)
+    for arm, seed, dense, at70 in (("standard", 0, 87.0, 82.0), ("standard", 1, 88.0, 83.0),
+                                   ("pof-range", 0, 86.0, 85.0)):
+        run = tmp_path / "on_the_fly" / f"{arm}-s{seed}"
+        (run / "sweep-bn").mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"time_s": 10.0}) + "\n")
+        (run / "sweep-bn" / "sweep.json").write_text(json.dumps(
+            [{"sparsity": 0.0, "recover": "dense", "top1": dense / 100},
+             {"sparsity": 0.7, "recover": "mean", "top1": at70 / 100}]))
+    monkeypatch.setattr(sys, "argv", ["at_scale.py", "--report-only", "--docs", str(tmp_path)])
+    at_scale.main()
+    page = (tmp_path / "cifar10.md").read_text()
+    rows = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
+    assert rows["| standard, one-shot + BN re-estimation"].startswith(
+        "| standard, one-shot + BN re-estimation | 87.50 ± 0.50 | – | 82.50 ± 0.50 |")
+    assert "| 86.00 | – | 85.00 |" in rows["| pof, one training for 30–90%"]
+    assert "| GMP, one training per sparsity" not in rows  # not run: no row
+    assert "## resnet56\n\nNot run yet" in page
+    assert "| pof range dense within 0.5 of standard | pof-range 86.00 vs standard 87.50 ± 0.50 " \
+        "| -1.50 | missed |" in page
