@@ -1,7 +1,7 @@
 """CIFAR-10 reproduction: pof vs conventional pruning with an equal training budget.
 
-Runs the protocol of docs/results/cifar10_short_schedule.md through the real ``pof`` CLI, printing every
-command before it runs it, then writes the tables and plots:
+Runs the protocol of docs/results/cifar10_short_schedule.md through the real ``pof`` CLI,
+printing every command before it runs it, then writes the tables and plots:
 
     python bench/cifar10.py --profile quick     # ResNet-20, 1 seed, short schedule (<=45 min)
     python bench/cifar10.py --profile medium    # + L1, pof50/90, a 2nd seed, fine-tuning
@@ -55,7 +55,8 @@ class ModelPlan:
     ft_epochs: float = 2
     bn_recal_seeds: tuple[int, ...] = (0,)  # runs also swept with BatchNorm recalibration
     model_kwargs: dict = field(default_factory=dict)
-    pof_weight: float = 20  # chosen over 5 on ResNet-20 (docs/results/cifar10_short_schedule.md, "Tuning")
+    # chosen over 5 on ResNet-20 (docs/results/cifar10_short_schedule.md, "Tuning")
+    pof_weight: float = 20
     lr: float = 0.1
     wd: float = 5e-4
 

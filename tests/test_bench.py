@@ -102,14 +102,18 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
         (run / "sweep-bn" / "sweep.json").write_text(json.dumps(
             [{"sparsity": 0.0, "recover": "dense", "top1": dense / 100},
              {"sparsity": 0.7, "recover": "mean", "top1": at70 / 100}]))
-    monkeypatch.setattr(sys, "argv", ["at_scale.py", "--report-only", "--docs", str(tmp_path)])
+    readme = tmp_path / "README.md"
+    readme.write_text("# r\n<!-- begin headline -->\n<!-- end headline -->\n")
+    monkeypatch.setattr(sys, "argv", ["at_scale.py", "--report-only", "--docs", str(tmp_path),
+                                      "--readme", str(readme)])
     at_scale.main()
+    assert "| pof, one model for 30–90% | 86.00 | – | **85.00** |" in readme.read_text()
     page = (tmp_path / "cifar10.md").read_text()
     rows = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
-    assert rows["| standard, one-shot + BN re-estimation"].startswith(
-        "| standard, one-shot + BN re-estimation | 87.50 ± 0.50 | – | 82.50 ± 0.50 |")
-    assert "| 86.00 | – | 85.00 |" in rows["| pof, one training for 30–90%"]
-    assert "| GMP, one training per sparsity" not in rows  # not run: no row
+    assert rows["| standard, one-shot + BN re-estimation"].startswith(  # bold: best mean
+        "| standard, one-shot + BN re-estimation | **87.50 ± 0.50** | – | 82.50 ± 0.50 |")
+    assert "| 86.00 | – | **85.00** |" in rows["| pof, one model for 30–90%"]
+    assert not any("GMP" in k for k in rows)  # not run: no row
     assert "## resnet56\n\nNot run yet" in page
     assert "| pof range dense within 0.5 of standard | pof-range 86.00 vs standard 87.50 ± 0.50 " \
         "| -1.50 | missed |" in page
