@@ -178,8 +178,8 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
     cmds += [f"| {arm} | `{shlex.join(otf.flags(otf.arm_options(arm)))}` |"
              for _, arm, _ in HEADLINE]
     return [f"## {model}", "",
-            f"Seeds {', '.join(map(str, seeds))}; test top-1 %, mean ± half-range over the seeds "
-            "each arm has run (the per-arm seed count and every sweep row: "
+            f"Seeds run: {', '.join(map(str, seeds))}. Test top-1 %, mean ± half-range over "
+            "the seeds each arm has run (the per-arm seed count and every sweep row: "
             f"[{name}_tables.md]({name}_tables.md)). Every arm continues from the same "
             f"converged standard model for the same {args.epochs:g} epochs; as deployed: mean "
             "fill (zero for CrAM-style, which trains with it) + BatchNorm re-estimation from "
