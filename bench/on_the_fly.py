@@ -62,16 +62,22 @@ ARMS: dict[str, dict[str, str]] = {
     # the subnetwork term every other step (step cost 1.08x instead of 1.11-1.21x)
     "pof-range-every2": {"penalty": "pof", "sparsity": RANGE, "penalty-form": "energy",
                          "penalty-weight": "5", "subnet-every": "2"},
+    # the range penalty's weight around the default 5 (0: pof-range-nopen)
+    "pof-range-w2": {"penalty": "pof", "sparsity": RANGE, "penalty-form": "energy",
+                     "penalty-weight": "2"},
+    "pof-range-w10": {"penalty": "pof", "sparsity": RANGE, "penalty-form": "energy",
+                      "penalty-weight": "10"},
     "cram": {"penalty": "cram", "sparsity": RANGE},
 }
 # pof arms take the default form and weight (default_form_weight: sine at 20 for one
 # target, energy at 5 for a range; config.yaml records them)
 POF_COMMON = {"penalty-warmup": "0.5", "penalty-refresh": "50"}
 ORDER = ("pof-range", "standard", "gmp70", "cram", "pof70", "gmp90", "pof90", "gmp50",
-         "pof50", "pof-range-nopen", "pof-range-every2", "pof90-ramp")
+         "pof50", "pof-range-nopen", "pof-range-every2", "pof90-ramp", "pof-range-w2",
+         "pof-range-w10")
 # the tables' order: the baselines by target, the range model, its comparator, the variants
 SHOWN = ("standard", "gmp50", "pof50", "gmp70", "pof70", "gmp90", "pof90", "pof-range", "cram",
-         "pof-range-every2", "pof-range-nopen", "pof90-ramp")
+         "pof-range-every2", "pof-range-nopen", "pof-range-w2", "pof-range-w10", "pof90-ramp")
 SWEEPS = {"sweep": [], "sweep-bn": ["--bn-recal", str(BN_RECAL)]}
 KEEP = ("config.yaml", "metrics.jsonl", "sweep/sweep.json", "sweep-bn/sweep.json")
 
