@@ -64,6 +64,25 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, penalty):
         assert (a["train_loss"], a["train_acc"]) == (b["train_loss"], b["train_acc"])
 
 
+def test_resume_of_a_checkpoint_without_scheduler_state_keeps_the_schedule(tmp_path):
+    """A checkpoint written before the scheduler's state was saved (meta without
+    "schedule") resumes on the same learning-rate curve, not on a restarted one."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    full = train(_cfg(tmp_path, "full"))
+    train(_cfg(tmp_path, "old", max_steps=20))
+    last = str(tmp_path / "old" / "last.safetensors")
+    with safe_open(last, "pt") as f:
+        header = f.metadata()
+    meta = json.loads(header["pof"])
+    meta.pop("schedule")
+    save_file(load_file(last), last, metadata={**header, "pof": json.dumps(meta)})
+    resumed = train(_cfg(tmp_path, "old"), resume=True)
+    lrs = [r["lr"] for r in _metrics(resumed)]
+    assert lrs == pytest.approx([r["lr"] for r in _metrics(full)])
+
+
 def test_resume_without_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):
     out = train(_cfg(tmp_path, "none", max_steps=3), resume=True)
     assert "nothing to resume" in capsys.readouterr().out

@@ -185,9 +185,11 @@ class Trainer:
         tensors, meta = load_checkpoint(path)
         load_model_state(self.model, split(tensors, "model"), str(path))
         self.opt.load_state_dict(optimizer_state(tensors, meta))
+        self.step = int(meta["step"])
         if "schedule" in meta:
             self.sched.load_state_dict(meta["schedule"])
-        self.step = int(meta["step"])
+        else:  # written before the scheduler's state was saved: continue at its step
+            self.sched.last_epoch = self.step
         self.sums = {**_zero_sums(), **meta.get("epoch_sums", {})}
         extra = split(tensors, "extra")
         torch.set_rng_state(extra["rng.torch"])
