@@ -122,7 +122,8 @@ COLUMNS = (0.0, 0.5, 0.7, 0.8, 0.9)
 # (label, arm, the lowest column it is shown at: a dedicated model is s-sparse below s)
 HEADLINE = (("standard, one-shot + BN re-estimation", "standard", 0.0),
             *((f"{kind} {verb} {t}% (a {t}%-sparse model)", f"{kind.lower()}{t}", t / 100)
-              for t in (50, 70, 90) for kind, verb in (("GMP", "to"), ("pof", "for"))),
+              for t in (50, 70, 80, 90) for kind, verb in (("GMP", "to"), ("pof", "for"))
+              if (kind, t) != ("pof", 80)),
             ("pof, one model for 30–90%", "pof-range", 0.0),
             ("CrAM-style, one model for 30–90% (2× step cost; zero fill)", "cram", 0.0))
 
@@ -186,14 +187,14 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
     opts = otf.common(ns, 0)
     del opts["seed"]
     run_dir = Path("runs") / name / "ARM-sN"
-    sweep = shlex.join(["pof", *otf.sweep_command(run_dir / "final.safetensors",
-                                                  run_dir / "sweep-bn", "sweep-bn", ns)[3:]])
+    sweep = otf.shown(otf.sweep_command(run_dir / "final.safetensors", run_dir / "sweep-bn",
+                                        "sweep-bn", ns))
     cmds = [f"Each run, from the project root: `pof train COMMON --seed N OPTIONS --out "
             f"{run_dir}`, then `{sweep}` (and the same without `--bn-recal` into `sweep/`), "
             f"with COMMON = `{shlex.join(otf.flags(opts))}` and OPTIONS:", "",
             "| arm | OPTIONS |", "|---|---|"]
     cmds += [f"| {arm} | `{shlex.join(otf.flags(otf.arm_options(arm)))}` |"
-             for _, arm, _ in HEADLINE]
+             for _, arm, _ in HEADLINE if any(r["arm"] == arm for r in rows)]
     return [f"## {model}", "",
             f"Seeds run: {', '.join(map(str, seeds))}. Test top-1 %, mean ± half-range over "
             "the seeds each arm has run (the per-arm seed count and every sweep row: "

@@ -133,6 +133,12 @@ def host() -> str:
     return f"{cpu}, {os.cpu_count()} cores{gpu}"
 
 
+def shown(cmd: list[str]) -> str:
+    """A ``pof(...)`` command as a user types it: ``pof ...``, paths from the project root."""
+    root = str(ROOT) + os.sep
+    return shlex.join(["pof", *(a.removeprefix(root) for a in cmd[3:])])
+
+
 def device_flags(args: argparse.Namespace) -> list[str]:
     return ["--device", args.device] if args.device else []
 
@@ -239,7 +245,7 @@ def verify(args: argparse.Namespace) -> bool:
         print(f"# {ckpt.name}: largest difference {worst:.2f} points over "
               f"{len(want)} cells ({'ok' if worst <= 0.05 else 'MISMATCH'})")
         record.append({"checkpoint": ckpt.name, "cells": len(want), "max_diff": round(worst, 4),
-                       "command": shlex.join(cmd[1:]).replace(tmp, "OUT")})
+                       "command": shown(cmd).replace(tmp, "OUT")})
     if not found:
         print("# no kept checkpoints: run with --keep first")
     else:
