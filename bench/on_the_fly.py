@@ -135,8 +135,9 @@ def host() -> str:
 
 def shown(cmd: list[str]) -> str:
     """A ``pof(...)`` command as a user types it: ``pof ...``, paths from the project root."""
-    root = str(ROOT) + os.sep
-    return shlex.join(["pof", *(a.removeprefix(root) for a in cmd[3:])])
+    near = str(ROOT.parent) + os.sep  # the project and ../shared
+    return shlex.join(["pof", *(os.path.relpath(a, ROOT) if a.startswith(near) else a
+                                for a in cmd[3:])])
 
 
 def device_flags(args: argparse.Namespace) -> list[str]:
