@@ -208,7 +208,7 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
 cost, "", *cmds, ""]
 
 
-def publish(args: argparse.Namespace) -> None:
+def publish(args: argparse.Namespace, echo: bool = True) -> None:
     """docs/results/cifar10.md from the converged-model runs only."""
     kept = args.docs / "checkpoints" / "on_the_fly" / "verify.json"
     check = json.loads(kept.read_text()) if kept.is_file() else None
@@ -239,7 +239,8 @@ def publish(args: argparse.Namespace) -> None:
     rows = otf.rows_of(argparse.Namespace(model="resnet20", docs=args.docs))
     if rows:
         otf.inject(args.readme, "headline", "\n".join(headline(rows)))
-    print("\n".join(text))
+    if echo:
+        print("\n".join(text))
 
 
 def main() -> None:

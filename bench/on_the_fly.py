@@ -7,7 +7,8 @@ re-estimation (20 x 128 unlabelled, unaugmented training images, no gradient ste
 
     python bench/on_the_fly.py                      # seed 0, then seed 1 (resumable)
     python bench/on_the_fly.py --seeds 0 --arms standard,pof-range
-    python bench/on_the_fly.py --report-only        # rebuild docs/results/on_the_fly.*
+    python bench/on_the_fly.py --report-only        # rebuild docs/results/on_the_fly.*,
+                                                    # cifar10.md and the README's table
     python bench/on_the_fly.py --keep               # model-only copies of seed 0's headline runs
     python bench/on_the_fly.py --verify             # re-sweep them: tables match to 0.05?
     python bench/on_the_fly.py --device cuda --jobs 8 --seeds 0,1,2   # one GPU, 8 runs at once
@@ -410,6 +411,10 @@ def report(args: argparse.Namespace) -> None:
     (args.docs / f"{name}.json").write_text(json.dumps(rows, indent=1))
     plot(rows, arms, ss, args.docs / f"{name}.png", args.model)
     print(text)
+    from at_scale import publish  # cifar10.md and the README's table, from the same runs
+
+    publish(argparse.Namespace(docs=args.docs, epochs=args.epochs, readme=args.readme),
+            echo=False)
 
 
 def plot(rows: list[dict], arms: list[str], ss: tuple[float, ...], path: Path,
@@ -454,7 +459,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="run folders (default runs/<results name>)")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
-    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild the tables, the plot, docs/results/cifar10.md and "
+                   "the README's table from the archived runs")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md", help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true",
                    help=f"only write model-only copies of seed 0's {', '.join(KEPT_ARMS)} "
                    "under docs/results/checkpoints")
