@@ -117,3 +117,40 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
     assert "## resnet56\n\nNot run yet" in page
     assert "| pof range dense within 0.5 of standard | pof-range 86.00 vs standard 87.50 ± 0.50 " \
         "| -1.50 | missed |" in page
+
+
+def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
+    """The prepared GPU script, dry: every `pof` command it would run is accepted by the
+    CLI's parser, and the MobileNetV2 report is written (trainings replaced by stubs)."""
+    from pof.cli.parser import build_parser
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_at_scale_dry", Path(__file__).parent.parent / "bench" / "at_scale.py")
+    at_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(at_scale)
+    pof_cmds, scripts = [], []
+
+    def fake_train_once(cmd, out, log):
+        pof_cmds.append([*cmd, "--out", str(out)])
+        return out / "final.safetensors"
+
+    monkeypatch.setattr(at_scale, "train_once", fake_train_once)
+    monkeypatch.setattr(at_scale, "run", lambda cmd, log: pof_cmds.append(cmd))
+    monkeypatch.setattr(at_scale, "last_top1", lambda run_dir: 90.0)
+    monkeypatch.setattr(at_scale.subprocess, "run", lambda cmd, **kw: scripts.append(cmd))
+    monkeypatch.setattr(sys, "argv", ["at_scale.py", "--device", "cuda", "--jobs", "1",
+                                      "--out", str(tmp_path / "runs"), "--docs",
+                                      str(tmp_path / "docs")])
+    at_scale.main()
+    parser = build_parser()
+    kinds = set()
+    for cmd in pof_cmds:
+        assert cmd[1:3] == ["-m", "pof"]
+        args = parser.parse_args(cmd[3:])
+        kinds.add(args.command)
+        assert args.device == "cuda", cmd
+    assert kinds == {"train", "prune", "finetune"}
+    assert len(pof_cmds) == 2 + 2 * 3 + 2 * 2 + 2 * 2  # pretrains, fine-tunes, trains, prunes
+    assert [c[c.index("--model") + 1] if "--model" in c else "resnet20" for c in scripts] == [
+        "resnet20", "resnet56"]  # the on-the-fly protocol for both depths
+    assert "| pof |" in (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()
