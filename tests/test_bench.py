@@ -1,5 +1,6 @@
 """bench/cifar10.py: every arm is a valid training config and is read back by its values."""
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -154,3 +155,20 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     assert [c[c.index("--model") + 1] if "--model" in c else "resnet20" for c in scripts] == [
         "resnet20", "resnet56"]  # the on-the-fly protocol for both depths
     assert "| pof |" in (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()
+
+
+@pytest.mark.parametrize("arm", list(load_on_the_fly().ARMS))
+def test_on_the_fly_arm_is_a_valid_training(arm, tmp_path):
+    """Every arm's `pof train` command parses and makes a valid, resolved TrainConfig."""
+    from pof.cli.commands import _train_config
+    from pof.cli.parser import build_parser
+
+    otf = load_on_the_fly()
+    ns = argparse.Namespace(model="resnet20", data=tmp_path, init=tmp_path / "i.safetensors",
+                            epochs=4, lr=0.05, device=None)
+    cmd = otf.train_command(arm, 0, ns)
+    cfg = _train_config(build_parser().parse_args([*cmd[3:], "--out", str(tmp_path)]))
+    cfg = cfg.resolved()
+    assert cfg.penalty == otf.ARMS[arm]["penalty"] and cfg.seed == 0 and cfg.epochs == 4
+    if cfg.penalty == "pof":
+        assert cfg.penalty_form in ("sine", "energy") and cfg.penalty_weight is not None
