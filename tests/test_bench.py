@@ -1,4 +1,4 @@
-"""bench/cifar10.py: every arm is a valid training config and is read back by its values."""
+"""Bench scripts: each arm is a valid training, each command parses, reports use archived runs."""
 
 import argparse
 import importlib.util
