@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -130,7 +131,14 @@ def host() -> str:
         cpu = model
     except (OSError, StopIteration):
         pass
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    gpu = ""
+    if torch.cuda.is_available():  # the name without opening a CUDA context here
+        gpu = ", CUDA GPU"
+        for info in Path("/proc/driver/nvidia/gpus").glob("*/information"):
+            gpu = ", " + next((ln.split(":", 1)[1].strip() for ln in
+                               info.read_text().splitlines() if ln.startswith("Model")),
+                              "CUDA GPU")
+            break
     return f"{cpu}, {os.cpu_count()} cores{gpu}"
 
 
@@ -194,7 +202,18 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     for f in KEEP:
         (keep / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / f, keep / f)
+    archive_commands(log, keep.parent / "commands.jsonl", f"{arm}-s{seed}")
     return keep
+
+
+def archive_commands(log: Path, archive: Path, run_name: str) -> None:
+    """Append the logged commands of one run to the archived log (each line once)."""
+    have = set(archive.read_text().splitlines()) if archive.is_file() else set()
+    new = [line for line in log.read_text().splitlines()
+           if line not in have and re.search(rf"/{re.escape(run_name)}(/|\s|$)",
+                                             json.loads(line)["cmd"])]
+    with open(archive, "a") as f:
+        f.writelines(line + "\n" for line in new)
 
 
 # ---------------------------------------------------------------- kept checkpoints
@@ -247,7 +266,7 @@ def verify(args: argparse.Namespace) -> bool:
         print(f"# {ckpt.name}: largest difference {worst:.2f} points over "
               f"{len(want)} cells ({'ok' if worst <= 0.05 else 'MISMATCH'})")
         record.append({"checkpoint": ckpt.name, "cells": len(want), "max_diff": round(worst, 4),
-                       "command": shown(cmd).replace(tmp, "OUT")})
+                       "command": shown([a.replace(tmp, "OUT") for a in cmd])})
     if not found:
         print("# no kept checkpoints: run with --keep first")
     else:
@@ -261,6 +280,8 @@ def rows_of(args: argparse.Namespace) -> list[dict]:
     rows = []
     for d in sorted((args.docs / results_name(args)).glob("*-s*")):
         arm, _, seed = d.name.rpartition("-s")
+        if not seed.isdigit() or not (d / "metrics.jsonl").is_file():
+            continue  # not a run folder (e.g. one set aside by hand)
         for name in ("sweep", "sweep-bn"):
             p = d / name / "sweep.json"
             if p.is_file():
@@ -274,6 +295,9 @@ def rows_of(args: argparse.Namespace) -> list[dict]:
 # zero); mean for the others (pof trains with it; for standard and GMP, which train with
 # none, mean was fixed before the runs).
 DEPLOY_FILL = {"cram": "zero"}
+DEPLOYED = ("mean fill (" + ", ".join(f"{f} for {a}" for a, f in DEPLOY_FILL.items())
+            + f", which trains with it) + BatchNorm re-estimation from {BN_RECAL} × 128 "
+            "unaugmented training images (forward passes only: no labels, no gradient steps)")
 
 
 def seed_cells(rows: list[dict], arm: str, s: float, fill: str | None = None,
@@ -305,10 +329,11 @@ DEDICATED = ("gmp50", "gmp70", "gmp80", "gmp90", "pof50", "pof70", "pof90")  # o
 
 TARGETS_NOTE = ("gap = ours minus the reference, on the means; met when the gap is at least "
                 "−0.5 (\"within 0.5\"), 0 (\"≥\") or minus the allowed loss (\"loses ≤\"). "
-                "The best dedicated model at a sparsity is the best model trained for one "
-                "target (GMP or pof) deployed there. Read gaps of a few tenths as ties while an "
-                "arm has one seed (on the short schedule, the dense accuracy of two seeds of one "
-                "arm differed by up to 0.6 points).")
+                "The best dedicated model at a sparsity is the better of GMP and pof trained "
+                "for exactly that sparsity (80%: GMP80; a target without its arms is left "
+                "out). Read gaps of a few tenths as ties while an arm has one seed (on the "
+                "short schedule, the dense accuracy of two seeds of one arm differed by up to "
+                "0.6 points).")
 
 
 def mean_at(rows: list[dict], arm: str, s: float) -> float | None:
@@ -334,8 +359,9 @@ def targets(rows: list[dict]) -> list[str]:
                    f"{'met' if gap >= -slack - 1e-9 else 'missed'} |")
 
     add("pof range dense within 0.5 of standard", ("pof-range", 0.0), ("standard", 0.0), 0.5)
-    for s in (0.5, 0.7, 0.8, 0.9):
-        done = [(mean_at(rows, a, s), a) for a in DEDICATED if mean_at(rows, a, s) is not None]
+    for s in (0.5, 0.7, 0.8, 0.9):  # the models trained for exactly s (80%: GMP80 only)
+        done = [(mean_at(rows, a, s), a) for a in DEDICATED
+                if a.endswith(f"{100 * s:g}") and mean_at(rows, a, s) is not None]
         if done:
             add(f"pof range at {100 * s:g}% within 0.5 of the best dedicated model",
                 ("pof-range", s), (max(done)[1], s), 0.5)
@@ -351,12 +377,19 @@ def targets(rows: list[dict]) -> list[str]:
 def inject(page: Path, block: str, text: str) -> None:
     """Replace what lies between ``<!-- begin BLOCK -->`` and ``<!-- end BLOCK -->`` in a
     hand-written page with generated text (the page keeps its prose around it)."""
+    from pof.fileio import write_text
+
     begin, end = f"<!-- begin {block} -->", f"<!-- end {block} -->"
-    if not page.is_file() or begin not in (src := page.read_text()):
+    if not page.is_file():
         return
+    src = page.read_text()
+    if begin not in src:
+        return
+    if src.count(begin) != 1 or src.count(end) != 1 or src.index(end) < src.index(begin):
+        sys.exit(f"{page}: the block {block!r} needs one begin and one end marker, in order")
     head, _, rest = src.partition(begin)
     _, _, tail = rest.partition(end)
-    page.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+    write_text(page, f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def report(args: argparse.Namespace) -> None:
@@ -365,7 +398,8 @@ def report(args: argparse.Namespace) -> None:
         print("no finished runs yet")
         return
     ss = (0.0, *SPARSITIES)
-    arms = [a for a in SHOWN if any(r["arm"] == a for r in rows)]
+    arms = [a for a in (*SHOWN, *sorted({r["arm"] for r in rows} - set(SHOWN)))
+            if any(r["arm"] == a for r in rows)]
     head = "| arm | seeds | " + " | ".join(f"{100 * s:g}%" for s in ss) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(ss)]
     for a in arms:
@@ -398,9 +432,8 @@ def report(args: argparse.Namespace) -> None:
              f"{name}/commands.jsonl.")
     text = "\n".join([f"# On the fly ({args.model}): one training, every sparsity "
                       "(generated tables)", "",
-                      stamp, "", "As deployed: mean fill (zero for cram, which trains "
-                      f"with it) + BatchNorm re-estimation ({BN_RECAL} x 128 training images, "
-                      "no labels) for every arm (test top-1 %, mean ± half-range over seeds):",
+                      stamp, "", f"As deployed: {DEPLOYED}, for every arm (test top-1 %, "
+                      "mean ± half-range over seeds):",
                       "", *lines, "", f"Targets ({TARGETS_NOTE}):", "", *goals, "",
                       "Every sweep row:", "", *detail, ""])
     args.docs.mkdir(parents=True, exist_ok=True)
@@ -411,10 +444,10 @@ def report(args: argparse.Namespace) -> None:
     (args.docs / f"{name}.json").write_text(json.dumps(rows, indent=1))
     plot(rows, arms, ss, args.docs / f"{name}.png", args.model)
     print(text)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from at_scale import publish  # cifar10.md and the README's table, from the same runs
 
-    publish(argparse.Namespace(docs=args.docs, epochs=args.epochs, readme=args.readme),
-            echo=False)
+    publish(argparse.Namespace(docs=args.docs, readme=args.readme), echo=False)
 
 
 def plot(rows: list[dict], arms: list[str], ss: tuple[float, ...], path: Path,
@@ -462,7 +495,7 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild the tables, the plot, docs/results/cifar10.md and "
                    "the README's table from the archived runs")
-    p.add_argument("--readme", type=Path, default=ROOT / "README.md", help=argparse.SUPPRESS)
+    p.add_argument("--readme", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true",
                    help=f"only write model-only copies of seed 0's {', '.join(KEPT_ARMS)} "
                    "under docs/results/checkpoints")

@@ -85,6 +85,26 @@ def test_on_the_fly_inject_replaces_only_the_marked_block(tmp_path):
     otf.inject(page, "t", "| new |")
     otf.inject(page, "absent", "ignored")
     assert page.read_text() == "intro\n<!-- begin t -->\n| new |\n<!-- end t -->\nprose\n"
+    page.write_text("intro\n<!-- begin t -->\nold\nprose that must stay\n")  # no end marker
+    with pytest.raises(SystemExit, match="one begin and one end marker"):
+        otf.inject(page, "t", "| new |")
+    assert "prose that must stay" in page.read_text()
+
+
+def test_on_the_fly_archives_each_runs_commands_once(tmp_path):
+    import json
+
+    otf = load_on_the_fly()
+    log, archive = tmp_path / "log.jsonl", tmp_path / "archive.jsonl"
+    lines = [json.dumps({"cmd": c, "wall_s": 1.0}) for c in (
+        "python -m pof train --seed 1 --out runs/pof-range-s1",
+        "python -m pof sweep runs/pof-range-s1/final.safetensors --out x",
+        "python -m pof train --out runs/pof-range-every2-s1",  # another arm
+        "python -m pof train --out runs/pof-range-s10")]  # another seed
+    log.write_text("\n".join(lines) + "\n")
+    otf.archive_commands(log, archive, "pof-range-s1")
+    otf.archive_commands(log, archive, "pof-range-s1")
+    assert archive.read_text().splitlines() == lines[:2]
 
 
 def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
@@ -100,6 +120,7 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
         run = tmp_path / "on_the_fly" / f"{arm}-s{seed}"
         (run / "sweep-bn").mkdir(parents=True)
         (run / "metrics.jsonl").write_text(json.dumps({"time_s": 10.0}) + "\n")
+        (run / "config.yaml").write_text("epochs: 4.0\nlr: 0.05\n")
         (run / "sweep-bn" / "sweep.json").write_text(json.dumps(
             [{"sparsity": 0.0, "recover": "dense", "top1": dense / 100},
              {"sparsity": 0.7, "recover": "mean", "top1": at70 / 100}]))
@@ -118,6 +139,14 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
     assert "## resnet56\n\nNot run yet" in page
     assert "| pof range dense within 0.5 of standard | pof-range 86.00 vs standard 87.50 ± 0.50 " \
         "| -1.50 | missed |" in page
+    assert "for the same 4 epochs" in page and "No commands log archived" in page
+    # bench/on_the_fly.py --report-only rebuilds its own tables and, through publish, these
+    (tmp_path / "cifar10.md").unlink()
+    monkeypatch.setattr(sys, "argv", ["on_the_fly.py", "--report-only", "--docs", str(tmp_path),
+                                      "--readme", str(readme)])
+    load_on_the_fly().main()
+    assert (tmp_path / "cifar10.md").read_text() == page
+    assert "| pof-range | 1 | 86.00 |" in (tmp_path / "on_the_fly_tables.md").read_text()
 
 
 def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
@@ -170,5 +199,7 @@ def test_on_the_fly_arm_is_a_valid_training(arm, tmp_path):
     cfg = _train_config(build_parser().parse_args([*cmd[3:], "--out", str(tmp_path)]))
     cfg = cfg.resolved()
     assert cfg.penalty == otf.ARMS[arm]["penalty"] and cfg.seed == 0 and cfg.epochs == 4
-    if cfg.penalty == "pof":
-        assert cfg.penalty_form in ("sine", "energy") and cfg.penalty_weight is not None
+    if cfg.penalty == "pof":  # what the tables say: a range energy/5, one target sine/20
+        want = ("energy", 5.0) if ":" in otf.ARMS[arm]["sparsity"] else ("sine", 20.0)
+        weight = float(otf.ARMS[arm].get("penalty-weight", want[1]))
+        assert (cfg.penalty_form, cfg.penalty_weight) == (want[0], weight)

@@ -48,9 +48,10 @@ FORMS = ("energy", "sine")
 def default_form_weight(sparsity: float | tuple[float, float] | list | None
                         ) -> tuple[str, float]:
     """The measured default ``(form, weight)`` for a checked ``sparsity``: sine at 20 for
-    one target, energy at 5 for a range ``(lo, hi)`` (the sine form at 20 empties every
-    nested set, turning a range model into a model for its top;
-    docs/results/on_the_fly.md). The one place this choice is made."""
+    one target, energy at 5 for a range ``(lo, hi)`` (docs/results/on_the_fly.md; the sine
+    form, which empties a single target's set within an epoch, would empty every nested
+    set, the top one included: reasoned, not run; docs/method.md section 7). The one place
+    this choice is made."""
     return ("energy", 5.0) if isinstance(sparsity, tuple | list) else ("sine", 20.0)
 
 
