@@ -459,13 +459,18 @@ def plot(rows: list[dict], arms: list[str], ss: tuple[float, ...], path: Path,
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     top = 0.0
-    for a in arms:
-        ys = [statistics.mean(v) if (v := deploy_cell(rows, a, s)) else float("nan") for s in ss]
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: no two arms share one
+    for i, a in enumerate(arms):
+        cells = [deploy_cell(rows, a, s) for s in ss]
+        ys = [statistics.mean(v) if v else float("nan") for v in cells]
+        half = [(max(v) - min(v)) / 2 if v else 0.0 for v in cells]  # over seeds
         top = max([top, *(y for y in ys if y == y)])
         style = "-o" if a.startswith("pof-range") or a == "cram" else "--."
         for ax in axes:
-            ax.plot([100 * s for s in ss], ys, style, label=a)
-    axes[0].set(ylim=(10, 95), title=f"{model}: one model per arm, pruned one-shot")
+            ax.errorbar([100 * s for s in ss], ys, yerr=half, fmt=style, capsize=2, label=a,
+                        color=colors[(2 * i) % 20 + (2 * i) // 20])
+    axes[0].set(ylim=(10, 95), title=f"{model}: one model per arm, pruned one-shot "
+                "(bars: half-range over seeds)")
     axes[1].set(ylim=(top - 8, top + 1), title="the same, top 8 points")
     for ax in axes:
         ax.set(xlabel="sparsity (%)", ylabel="CIFAR-10 test top-1 (%)")
