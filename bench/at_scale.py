@@ -286,7 +286,8 @@ def main() -> None:
                    help="the page whose headline block gets ResNet-20's table (default: "
                    "README.md when --docs is docs/results)")
     p.add_argument("--report-only", action="store_true",
-                   help="only rebuild docs/results/cifar10.md from the archived runs")
+                   help="only rebuild docs/results/cifar10.md (and the README's table) from the "
+                   "archived runs")
     args = p.parse_args()
     if args.report_only:
         return publish(args)

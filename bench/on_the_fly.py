@@ -493,7 +493,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("POF_CIFAR10", DATA)))
     p.add_argument("--device", default=None, help="passed to pof train and pof sweep")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at once (several fit on one GPU; on 2 CPU cores keep 1)")
+                   help="runs at once (several fit on one GPU; on 2 CPU cores: 2 with "
+                   "OMP_NUM_THREADS=1 each)")
     p.add_argument("--out", type=Path, default=None,
                    help="run folders (default runs/<results name>)")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
