@@ -57,6 +57,37 @@ def test_prune_eval_sweep_finetune(demo, tmp_path, capsys):
                  "--out", str(tmp_path / "perm")]) == 0
 
 
+def test_sweep_of_two_checkpoints_in_one_folder_keeps_them_apart(demo, tmp_path, capsys):
+    import json
+    import shutil
+
+    for arm in ("pof", "standard"):  # the kept-checkpoint layout: one folder, named files
+        shutil.copy(demo / arm / "final.safetensors", tmp_path / f"{arm}-s0.safetensors")
+    assert main(["sweep", str(tmp_path / "pof-s0.safetensors"),
+                 str(tmp_path / "standard-s0.safetensors"), "--sparsities", "0.5",
+                 "--recover", "zero", "--out", str(tmp_path / "s")]) == 0
+    rows = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    dense = {r["label"]: r["top1"] for r in rows if r["recover"] == "dense"}
+    assert sorted(dense) == ["pof-s0", "standard-s0"]
+    demo_rows = json.loads((demo / "sweep.json").read_text())
+    for arm in ("pof", "standard"):  # each row is its own model's
+        assert dense[f"{arm}-s0"] == next(r["top1"] for r in demo_rows
+                                          if r["label"] == arm and r["recover"] == "dense")
+
+
+@pytest.mark.parametrize("paths,labels", [
+    (["runs/a/final.safetensors", "runs/b/final.safetensors"], ["a", "b"]),
+    (["d/gmp70-s0.safetensors", "d/pof-range-s0.safetensors"], ["gmp70-s0", "pof-range-s0"]),
+    (["x/run/final.safetensors", "y/run/final.safetensors"], ["x/run", "y/run"]),
+    (["a/last.safetensors", "a/final.safetensors"], ["last", "final"]),
+    (["runs/a/final.safetensors"], ["a"]),
+])
+def test_sweep_labels_are_distinct_and_short(paths, labels):
+    from pof.cli.commands import sweep_labels
+
+    assert sweep_labels(paths) == labels
+
+
 def _err(capsys, argv):
     try:
         code = main(argv)

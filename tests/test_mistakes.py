@@ -126,6 +126,11 @@ def fx(tmp_path_factory):
     p["wide"] = d / "wide.pt"
     torch.save({"x": _Evil(d / "pt-marker")}, d / "evil.pt")
     p["evil_pt"] = d / "evil.pt"
+    torch.save(pof.create_model("small_cnn", num_classes=10, width=4).state_dict(),
+               d / "weights.pt")
+    p["pt"] = d / "weights.pt"
+    p["gone_data"] = _ckpt(d / "gone.safetensors", {"arch": ARCH, "data": {
+        "source": "../no/such/cifar10"}})
     p["marker"] = d / "marker"
     p["evil_cifar"] = _cifar(d / "evil-cifar", p["marker"])
     p["evil_ckpt"] = _ckpt(d / "evil.safetensors", {"arch": ARCH, "data": {
@@ -221,6 +226,15 @@ CASES = [
     ("train-resume-model", [*TRAIN, "--out", "{run}", "--resume", "--model", "resnet20"],
      "model was 'small_cnn', now 'resnet20'"),
     ("eval-missing", ["eval", "/no/such.safetensors"], "not found"),
+    ("eval-folder", ["eval", "{out}"], "is a folder; name the checkpoint file"),
+    ("eval-pt-file", ["eval", "{pt}"], "not a safetensors checkpoint"),
+    ("eval-data-not-here", ["eval", "{gone_data}"], "pass --data"),
+    ("prune-recal-data-not-here", ["prune", "{gone_data}", "--sparsity", "0.5", "--bn-recal",
+                                   "2", "--out", "{out}/p"], "pass --data"),
+    ("prune-recal-wrong-images", ["prune", "{ok}", "--sparsity", "0.5", "--bn-recal", "2",
+                                  "--data", "{rgb10}", "--out", "{out}/p"], "does not take"),
+    ("export-pt-file", ["export", "{pt}", "--out", "{out}/x.safetensors"],
+     "only as `pof train --init`"),
     ("eval-truncated", ["eval", "{trunc}"], "truncated or corrupt"),
     ("eval-plain-safetensors", ["eval", "{plain}"], "without pof metadata"),
     ("eval-renamed-pickle", ["eval", "{renamed}"], "not a readable checkpoint"),
@@ -380,6 +394,9 @@ def test_resume_recovers_from_a_torn_metrics_line(tmp_path, capsys):
     run = tmp_path / "run"
     args = [*TRAIN, "--out", str(run), "--max-steps", "2"]
     assert main(args) == 0
+    said = capsys.readouterr().out  # a stop says where it is and how to go on
+    assert "stopped at step 2 of" in said and "--resume" in said
+    assert not (run / "final.safetensors").exists()
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 1, "st')  # killed mid-write
     assert main([*TRAIN, "--out", str(run), "--resume"]) == 0

@@ -26,9 +26,15 @@ def _train_config(args: argparse.Namespace, base: Any = None, overrides: dict | 
 
 
 def _data_source(args: argparse.Namespace, meta: dict, ckpt: str) -> str:
-    src = args.data or (meta.get("data") or {}).get("source")
+    """``--data``, else the data set the checkpoint was trained on (if it is here)."""
+    if args.data:
+        return args.data
+    src = (meta.get("data") or {}).get("source")
     if not isinstance(src, str) or not src:
         raise PofError(f"{ckpt}: no --data given and the checkpoint does not name its data")
+    if src.lower() != "digits" and not Path(src).expanduser().exists():
+        raise PofError(f"{ckpt} was trained on {src}, which is not there from here; "
+                       "pass --data PATH")
     return src
 
 
@@ -78,13 +84,17 @@ def _evaluator(model, data: str, batch: int, meta: dict, ckpt: str
     return lambda m: evaluate(m, loader, dev)
 
 
-def _recalibrator(data: str, batches: int, batch_size: int) -> Callable[[Any], object]:
+def _recalibrator(model, data: str, batches: int, batch_size: int, meta: dict, ckpt: str
+                  ) -> Callable[[Any], object]:
     """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches
-    (on the model's device)."""
-    from ..core.bn_recal import recalibrate_bn
+    (on the model's device), normalised as the checkpoint's training data was; ``model``
+    is checked to take the images first."""
+    from ..core.bn_recal import model_device, recalibrate_bn
     from ..data import load_dataset, make_loader
+    from ..training.evaluate import check_model_takes
 
-    ds = load_dataset(data, "train", progress=True)
+    ds = load_dataset(data, "train", progress=True, stats=_stats(meta, ckpt))
+    check_model_takes(model, ds, f"the model of {ckpt}", model_device(model))
     return lambda model: recalibrate_bn(
         model, make_loader(ds, batch_size, train=True, augment=False, seed=0), batches)
 
@@ -140,8 +150,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
               f"{lo_hi[0]:g}-{lo_hi[1]:g}; {args.sparsity:g} is outside that range")
     recal = None
     if args.bn_recal:
-        recal = _recalibrator(_data_source(args, meta, args.checkpoint), args.bn_recal,
-                              args.batch_size)
+        recal = _recalibrator(model, _data_source(args, meta, args.checkpoint), args.bn_recal,
+                              args.batch_size, meta, args.checkpoint)
     channels = args.structure == "channel"
     if channels:
         from ..structured import remove_channels
@@ -252,14 +262,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     for ckpt in args.checkpoints:  # every input checked before the first evaluation
         _data_source(args, read_meta(ckpt), ckpt)
     rows, models = [], {}
-    for ckpt in args.checkpoints:
+    for ckpt, label in zip(args.checkpoints, sweep_labels(args.checkpoints), strict=True):
         model, meta = _load(ckpt, args.device)
         bake_masks(model)  # a GMP run: its zeros stay, the sweep prunes further from there
         _check_bn_recal(model, args, ckpt)
-        label = Path(ckpt).parent.name if len(args.checkpoints) > 1 else Path(ckpt).stem
         data = _data_source(args, meta, ckpt)
         evaluate = _evaluator(model, data, args.batch_size, meta, ckpt)
-        recal = _recalibrator(data, args.bn_recal, 128) if args.bn_recal else None
+        recal = (_recalibrator(model, data, args.bn_recal, 128, meta, ckpt) if args.bn_recal
+                 else None)
         rows += sweep(model, evaluate, args.sparsities, recovers=args.recover,
                       scope=args.scope, exclude=args.exclude, label=label, recalibrate=recal)
         models[label] = model
@@ -271,6 +281,27 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         plot_sweep(rows, out / "sweep.png")
         plot_weight_histograms(models, out / "weights.png")
     print(f"wrote {out / 'sweep.md'}, sweep.json, sweep.png, weights.png")
+
+
+GENERIC_NAMES = {"final", "last", "pruned", "model", "best", "checkpoint"}
+
+
+def sweep_labels(paths: list[str]) -> list[str]:
+    """One distinct label per checkpoint: its file name, or its folder's where the file
+    name says nothing (``runs/gmp70/final.safetensors`` -> ``gmp70``); more of the path
+    where two would be equal."""
+    parts = [Path(p).resolve().parts[1:] for p in paths]  # no root: never "/" as a label
+    for keep_generic in (False, True):
+        for depth in range(1, max(map(len, parts)) + 1):
+            labels = []
+            for pp in parts:
+                stem = Path(pp[-1]).stem
+                tail = [*pp[-depth - 1:-1], *([stem] if keep_generic or stem not in
+                                               GENERIC_NAMES else [])]
+                labels.append("/".join(tail[-depth:]) or stem)
+            if len(set(labels)) == len(labels):
+                return labels
+    raise PofError("pof sweep: the same checkpoint is named twice")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

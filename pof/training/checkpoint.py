@@ -138,16 +138,32 @@ def save_checkpoint(
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
     """(safetensors header metadata, tensors) of ``path``."""
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
+    _check_file(path)
     try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
         return header, load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                              ) from None
+        raise _unreadable(path, e) from None
+
+
+def _check_file(path: Path) -> None:
+    """A CheckpointError unless ``path`` is a file (a folder or a missing path said so)."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; name the checkpoint file in it "
+                              "(e.g. final.safetensors)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+
+
+def _unreadable(path: Path, e: Exception) -> CheckpointError:
+    """The error for a file safetensors cannot read: a pickle (.pt/.pth/.bin) said so."""
+    if path.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
+        return CheckpointError(f"{path}: not a safetensors checkpoint; pof reads its own "
+                               "checkpoints as .safetensors (a torch.save file is accepted "
+                               "only as `pof train --init` weights)")
+    return CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
@@ -172,15 +188,12 @@ def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint's metadata alone (no tensors read, no hash checked)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    _check_file(path)
     try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                              ) from None
+        raise _unreadable(path, e) from None
     if "pof" not in header:
         raise CheckpointError(f"{path}: a safetensors file without pof metadata")
     try:
@@ -266,8 +279,7 @@ def load_plain_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     ``.pt``/``.pth`` files (e.g. torchvision's) are read with ``weights_only=True``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
+    _check_file(path)
     if path.suffix == ".safetensors":
         header, tensors = _read(path)
         return split(load_checkpoint(path)[0], "model") if "pof" in header else tensors

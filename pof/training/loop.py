@@ -336,8 +336,12 @@ class Trainer:
         epoch = self.step // self.steps_per_epoch
         try:
             while epoch < math.ceil(self.cfg.epochs) and self.step < self.total:
-                if not self.train_epoch(epoch):
-                    return self.out  # max_steps reached
+                if not self.train_epoch(epoch):  # max_steps reached
+                    if self.main:
+                        print(f"pof: stopped at step {self.step} of {self.total} "
+                              f"(--max-steps); {self.out / 'last.safetensors'} holds it, "
+                              "`pof train ... --resume` continues it")
+                    return self.out
                 epoch += 1
                 if self.main:
                     self._end_epoch(epoch, t0)
