@@ -75,6 +75,22 @@ def test_sweep_of_two_checkpoints_in_one_folder_keeps_them_apart(demo, tmp_path,
                                           if r["label"] == arm and r["recover"] == "dense")
 
 
+def test_prune_with_bn_recal_then_eval_is_the_sweep_row(demo, tmp_path, capsys):
+    import json
+
+    ckpt = str(demo / "pof" / "final.safetensors")
+    assert main(["sweep", ckpt, "--sparsities", "0.7", "--recover", "mean", "--bn-recal", "3",
+                 "--out", str(tmp_path / "s")]) == 0
+    rows = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    row = next(r for r in rows if r["recover"] == "mean")
+    assert main(["prune", ckpt, "--sparsity", "0.7", "--bn-recal", "3", "--out",
+                 str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "p" / "pruned.safetensors")]) == 0
+    top1 = float(re.search(r"top1 ([\d.]+)%", capsys.readouterr().out).group(1))
+    assert top1 == pytest.approx(100 * row["top1"], abs=0.006)  # the printed 2 decimals
+
+
 @pytest.mark.parametrize("paths,labels", [
     (["runs/a/final.safetensors", "runs/b/final.safetensors"], ["a", "b"]),
     (["d/gmp70-s0.safetensors", "d/pof-range-s0.safetensors"], ["gmp70-s0", "pof-range-s0"]),

@@ -84,11 +84,14 @@ def _evaluator(model, data: str, batch: int, meta: dict, ckpt: str
     return lambda m: evaluate(m, loader, dev)
 
 
-def _recalibrator(model, data: str, batches: int, batch_size: int, meta: dict, ckpt: str
+RECAL_BATCH = 128  # `--bn-recal N` means N batches of this many images, in prune and sweep
+
+
+def _recalibrator(model, data: str, batches: int, meta: dict, ckpt: str
                   ) -> Callable[[Any], object]:
     """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches
-    (on the model's device), normalised as the checkpoint's training data was; ``model``
-    is checked to take the images first."""
+    of RECAL_BATCH images (on the model's device), normalised as the checkpoint's training
+    data was; ``model`` is checked to take the images first."""
     from ..core.bn_recal import model_device, recalibrate_bn
     from ..data import load_dataset, make_loader
     from ..training.evaluate import check_model_takes
@@ -96,7 +99,7 @@ def _recalibrator(model, data: str, batches: int, batch_size: int, meta: dict, c
     ds = load_dataset(data, "train", progress=True, stats=_stats(meta, ckpt))
     check_model_takes(model, ds, f"the model of {ckpt}", model_device(model))
     return lambda model: recalibrate_bn(
-        model, make_loader(ds, batch_size, train=True, augment=False, seed=0), batches)
+        model, make_loader(ds, RECAL_BATCH, train=True, augment=False, seed=0), batches)
 
 
 def _check_bn_recal(model, args: argparse.Namespace, ckpt: str) -> None:
@@ -151,7 +154,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     recal = None
     if args.bn_recal:
         recal = _recalibrator(model, _data_source(args, meta, args.checkpoint), args.bn_recal,
-                              args.batch_size, meta, args.checkpoint)
+                              meta, args.checkpoint)
     channels = args.structure == "channel"
     if channels:
         from ..structured import remove_channels
@@ -268,7 +271,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         _check_bn_recal(model, args, ckpt)
         data = _data_source(args, meta, ckpt)
         evaluate = _evaluator(model, data, args.batch_size, meta, ckpt)
-        recal = (_recalibrator(model, data, args.bn_recal, 128, meta, ckpt) if args.bn_recal
+        recal = (_recalibrator(model, data, args.bn_recal, meta, ckpt) if args.bn_recal
                  else None)
         rows += sweep(model, evaluate, args.sparsities, recovers=args.recover,
                       scope=args.scope, exclude=args.exclude, label=label, recalibrate=recal)

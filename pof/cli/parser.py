@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "selection the checkpoint was trained with)")
         q.add_argument("--bn-recal", type=_number("bn_recal", integer=True, lo=0), default=0,
                        metavar="N", help="after pruning, re-estimate BatchNorm statistics on N "
-                       "unaugmented training batches (no weight updates; default 0 = off)")
+                       f"unaugmented training batches of {commands.RECAL_BATCH} images (no "
+                       "weight updates; default 0 = off)")
 
     pr = sub.add_parser("prune", help="one-shot prune a checkpoint")
     pr.add_argument("checkpoint", help="a trained pof checkpoint (.safetensors)")
