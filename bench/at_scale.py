@@ -127,8 +127,8 @@ def mbv2_report(rows: list[dict], dense: float, args: argparse.Namespace) -> Non
 COLUMNS = (0.0, 0.5, 0.7, 0.8, 0.9)
 # (label, arm, the lowest column it is shown at: a dedicated model is s-sparse below s)
 HEADLINE = (("standard, one-shot + BN re-estimation", "standard", 0.0),
-            *((f"{'GMP to' if a.startswith('gmp') else 'pof for'} {a[3:]}% (a {a[3:]}%-sparse "
-               "model)", a, int(a[3:]) / 100)
+            *((f"{'GMP to' if a.startswith('gmp') else 'pof for'} {a[3:]}% "
+               f"({'an' if a[3] == '8' else 'a'} {a[3:]}%-sparse model)", a, int(a[3:]) / 100)
               for a in sorted(otf.DEDICATED, key=lambda a: (int(a[3:]), a.startswith("pof")))),
             ("pof, one model for 30–90%", "pof-range", 0.0),
             ("CrAM-style, one model for 30–90% (2× step cost; zero fill)", "cram", 0.0))
