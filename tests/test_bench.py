@@ -186,6 +186,45 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     assert "| pof |" in (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()
 
 
+def test_at_scale_mobilenet_at_reduced_width(tmp_path, monkeypatch):
+    """`--mbv2-width 0.5`: every MobileNetV2 training (the pretrain with its recipe's
+    values) builds the half-width model, in folders of its own, and the page says so."""
+    from pof.cli.commands import _train_config
+    from pof.cli.parser import build_parser
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_at_scale_w", Path(__file__).parent.parent / "bench" / "at_scale.py")
+    at_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(at_scale)
+    trains = []
+
+    def fake_train_once(cmd, out, log):
+        trains.append(([*cmd, "--out", str(out)], out))
+        return out / "final.safetensors"
+
+    monkeypatch.setattr(at_scale, "train_once", fake_train_once)
+    monkeypatch.setattr(at_scale, "run", lambda cmd, log: None)
+    monkeypatch.setattr(at_scale, "last_top1", lambda run_dir: 90.0)
+    monkeypatch.setattr(sys, "argv", ["at_scale.py", "--steps", "mbv2", "--device", "cpu",
+                                      "--jobs", "1", "--seeds", "0", "--mbv2-width", "0.5",
+                                      "--out", str(tmp_path / "runs"), "--docs",
+                                      str(tmp_path / "docs")])
+    at_scale.main()
+    parser = build_parser()
+    outs = []
+    for cmd, out in trains:
+        args = parser.parse_args(cmd[3:])
+        if args.command != "train":
+            continue
+        cfg = _train_config(args)
+        assert (cfg.model, cfg.model_kwargs) == ("mobilenet_v2_cifar", {"width_mult": 0.5})
+        outs.append(out.relative_to(tmp_path / "runs").as_posix())
+    assert outs[0] == "mobilenet_v2_cifar-w0.5-standard"
+    assert _train_config(parser.parse_args(trains[0][0][3:])).lr == 0.1  # the recipe's
+    assert sorted(outs[1:]) == ["mbv2-w0.5/gmp-s0/train", "mbv2-w0.5/pof-s0/train"]
+    assert "at width 0.5" in (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()
+
+
 @pytest.mark.parametrize("arm", list(load_on_the_fly().ARMS))
 def test_on_the_fly_arm_is_a_valid_training(arm, tmp_path):
     """Every arm's `pof train` command parses and makes a valid, resolved TrainConfig."""
