@@ -189,7 +189,8 @@ def logged(log: Path, runs: set[tuple[str, int]]) -> list[dict]:
 
 
 # runs logged before commands.jsonl recorded their machine ran here
-EARLY_HOST, EARLY_TORCH = "AMD EPYC, 2 cores (the development machine, no GPU)", "2.13.0+cpu"
+# runs logged before commands.jsonl named the machine ran on the development machine
+EARLY_HOST, EARLY_TORCH = "AMD EPYC, 2 cores", "2.13.0+cpu"
 
 
 def cost_line(rows: list[dict], name: str) -> str:
@@ -202,13 +203,16 @@ def cost_line(rows: list[dict], name: str) -> str:
     torch_v = sorted({r.get("torch", EARLY_TORCH) for r in rows})
     threads = sorted({str(r.get("threads") or "1") for r in rows})
     noted = sum("note" in r for r in rows)
-    mixed = (" The seeds ran on different machines (a CUDA run trains with bf16 autocast, a "
-             "CPU run in fp32): their spread includes that." if len(hosts) > 1 else "")
+    devices = {"cuda" if "--device cuda" in r["cmd"] or "+cu" in r.get("torch", "") else "cpu"
+               for r in rows}
+    mixed = (" The seeds ran on different devices (a CUDA run trains with bf16 autocast, a "
+             "CPU run in fp32): their spread includes that." if len(devices) > 1 else "")
     return (f"Logged wall time of the runs above: {hours['train']:.1f} h of training and "
             f"{hours['sweep']:.1f} h of sweeps ({name}/commands.jsonl has every command with "
             "its wall time; a training cut by a stop counts only its logged segments"
             + (f", {noted} of them entered by hand with a note" if noted else "")
-            + f") on {'; '.join(hosts)}, torch {', '.join(torch_v)}, "
+            + f") on {'; '.join(hosts)}{' (no GPU)' if devices == {'cpu'} else ''}, "
+            f"torch {', '.join(torch_v)}, "
             f"{'/'.join(threads)} thread(s) per run, several runs at a time: wall times do "
             "not compare arms (bench/step_cost.py does)." + mixed)
 

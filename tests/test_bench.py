@@ -242,3 +242,19 @@ def test_on_the_fly_arm_is_a_valid_training(arm, tmp_path):
         want = ("energy", 5.0) if ":" in otf.ARMS[arm]["sparsity"] else ("sine", 20.0)
         weight = float(otf.ARMS[arm].get("penalty-weight", want[1]))
         assert (cfg.penalty_form, cfg.penalty_weight) == (want[0], weight)
+
+
+def test_cost_line_names_mixed_devices_only_when_they_are():
+    spec = importlib.util.spec_from_file_location(
+        "bench_at_scale_cost", Path(__file__).parent.parent / "bench" / "at_scale.py")
+    at_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(at_scale)
+    cpu = [{"cmd": "python -m pof train --out r/a-s0", "wall_s": 3600.0},  # logged before hosts
+           {"cmd": "python -m pof sweep x --out r/a-s1", "wall_s": 1800.0,
+            "host": "AMD EPYC, 2 cores", "torch": "2.13.0+cpu", "threads": "1"}]
+    line = at_scale.cost_line(cpu, "on_the_fly")
+    assert "1.0 h of training and 0.5 h of sweeps" in line
+    assert "on AMD EPYC, 2 cores (no GPU)," in line and "different devices" not in line
+    gpu = [*cpu, {"cmd": "python -m pof train --device cuda --out r/a-s2", "wall_s": 60.0,
+                  "host": "H200", "torch": "2.13.0+cu128", "threads": "1"}]
+    assert "different devices" in at_scale.cost_line(gpu, "on_the_fly")
