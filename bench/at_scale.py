@@ -188,7 +188,6 @@ def logged(log: Path, runs: set[tuple[str, int]]) -> list[dict]:
                                     for a, n in runs)]
 
 
-# runs logged before commands.jsonl recorded their machine ran here
 # runs logged before commands.jsonl named the machine ran on the development machine
 EARLY_HOST, EARLY_TORCH = "AMD EPYC, 2 cores", "2.13.0+cpu"
 

@@ -340,7 +340,7 @@ class Trainer:
                     if self.main:
                         print(f"pof: stopped at step {self.step} of {self.total} "
                               f"(--max-steps); {self.out / 'last.safetensors'} holds it, "
-                              "`pof train ... --resume` continues it")
+                              "the same command with --resume continues it")
                     return self.out
                 epoch += 1
                 if self.main:
