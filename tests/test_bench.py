@@ -44,12 +44,17 @@ def test_speed_bench_scripts_start(script):
     assert "--out" in out
 
 
-def load_on_the_fly():
+def load_bench(script: str):
+    """A fresh module of ``bench/<script>.py`` (tests may patch it freely)."""
     spec = importlib.util.spec_from_file_location(
-        "bench_on_the_fly", Path(__file__).parent.parent / "bench" / "on_the_fly.py")
+        f"bench_{script}", Path(__file__).parent.parent / "bench" / f"{script}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def load_on_the_fly():
+    return load_bench("on_the_fly")
 
 
 def sweep_rows(arm, seed, cells, fill="mean", bn=True):
@@ -111,10 +116,7 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
     """bench/at_scale.py --report-only: the headline table from archived sweeps only."""
     import json
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_at_scale", Path(__file__).parent.parent / "bench" / "at_scale.py")
-    at_scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(at_scale)
+    at_scale = load_bench("at_scale")
     for arm, seed, dense, at70 in (("standard", 0, 87.0, 82.0), ("standard", 1, 88.0, 83.0),
                                    ("pof-range", 0, 86.0, 85.0)):
         run = tmp_path / "on_the_fly" / f"{arm}-s{seed}"
@@ -154,10 +156,7 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     CLI's parser, and the MobileNetV2 report is written (trainings replaced by stubs)."""
     from pof.cli.parser import build_parser
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_at_scale_dry", Path(__file__).parent.parent / "bench" / "at_scale.py")
-    at_scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(at_scale)
+    at_scale = load_bench("at_scale")
     pof_cmds, scripts = [], []
 
     def fake_train_once(cmd, out, log):
@@ -192,10 +191,7 @@ def test_at_scale_mobilenet_at_reduced_width(tmp_path, monkeypatch):
     from pof.cli.commands import _train_config
     from pof.cli.parser import build_parser
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_at_scale_w", Path(__file__).parent.parent / "bench" / "at_scale.py")
-    at_scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(at_scale)
+    at_scale = load_bench("at_scale")
     trains = []
 
     def fake_train_once(cmd, out, log):
@@ -245,10 +241,7 @@ def test_on_the_fly_arm_is_a_valid_training(arm, tmp_path):
 
 
 def test_cost_line_names_mixed_devices_only_when_they_are():
-    spec = importlib.util.spec_from_file_location(
-        "bench_at_scale_cost", Path(__file__).parent.parent / "bench" / "at_scale.py")
-    at_scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(at_scale)
+    at_scale = load_bench("at_scale")
     cpu = [{"cmd": "python -m pof train --out r/a-s0", "wall_s": 3600.0},  # logged before hosts
            {"cmd": "python -m pof sweep x --out r/a-s1", "wall_s": 1800.0,
             "host": "AMD EPYC, 2 cores", "torch": "2.13.0+cpu", "threads": "1"}]

@@ -32,7 +32,9 @@ def _data_source(args: argparse.Namespace, meta: dict, ckpt: str) -> str:
     src = (meta.get("data") or {}).get("source")
     if not isinstance(src, str) or not src:
         raise PofError(f"{ckpt}: no --data given and the checkpoint does not name its data")
-    if src.lower() != "digits" and not Path(src).expanduser().exists():
+    from ..data.load import is_builtin
+
+    if not is_builtin(src) and not Path(src).expanduser().exists():
         raise PofError(f"{ckpt} was trained on {src}, which is not there from here; "
                        "pass --data PATH")
     return src

@@ -45,6 +45,11 @@ def _detect(root: Path, depth: int = 0) -> tuple[str, Path]:
 
 
 
+def is_builtin(path_or_name: str) -> bool:
+    """Whether ``path_or_name`` names a data set that ships with a package (no path)."""
+    return str(path_or_name).lower() == "digits"
+
+
 def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None = None,
                  progress: bool = True, stats: Stats | None = None) -> Dataset:
     """Load ``split`` of a dataset; raises :class:`DataError` for any data problem.
@@ -56,7 +61,7 @@ def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None 
     without decoding the training split for its statistics.
     """
     cache = _cache_root(cache_dir)
-    if str(path_or_name).lower() == "digits":
+    if is_builtin(path_or_name):
         ds = _load_digits(split, cache)
     else:
         path = Path(path_or_name).expanduser()
