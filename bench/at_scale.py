@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import statistics
 import subprocess
@@ -184,8 +183,7 @@ def headline(rows: list[dict]) -> list[str]:
 def logged(log: Path, runs: set[tuple[str, int]]) -> list[dict]:
     """The lines of a commands.jsonl that ran one of ``runs`` (arm, seed)."""
     lines = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-    return [r for r in lines if any(re.search(rf"/{re.escape(a)}-s{n}(/|\s|$)", r["cmd"])
-                                    for a, n in runs)]
+    return [r for r in lines if any(otf.ran(r["cmd"], f"{a}-s{n}") for a, n in runs)]
 
 
 # runs logged before commands.jsonl named the machine ran on the development machine

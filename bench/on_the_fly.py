@@ -206,12 +206,16 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     return keep
 
 
+def ran(cmd: str, run_name: str) -> bool:
+    """Whether a logged command worked on the run folder ``run_name`` (e.g. pof-range-s1)."""
+    return re.search(rf"/{re.escape(run_name)}(/|\s|$)", cmd) is not None
+
+
 def archive_commands(log: Path, archive: Path, run_name: str) -> None:
     """Append the logged commands of one run to the archived log (each line once)."""
     have = set(archive.read_text().splitlines()) if archive.is_file() else set()
     new = [line for line in log.read_text().splitlines()
-           if line not in have and re.search(rf"/{re.escape(run_name)}(/|\s|$)",
-                                             json.loads(line)["cmd"])]
+           if line not in have and ran(json.loads(line)["cmd"], run_name)]
     with open(archive, "a") as f:
         f.writelines(line + "\n" for line in new)
 
