@@ -2,21 +2,22 @@
 
 One prepared script for a GPU machine (it runs on CPU too, for days). Every step is
 skipped when its output exists and killed trainings resume, so it can be stopped and
-started again; independent runs go ``--jobs`` at a time (several CIFAR runs share one GPU):
+started again. The three models go side by side, each model's runs ``--jobs`` at a time
+(several CIFAR runs share one GPU), each after its own pretrain:
 
 1. converged standard models: ResNet-56 and MobileNetV2-CIFAR from
    recipes/cifar10_{resnet56,mobilenet_v2_cifar}_standard.yaml (ResNet-20's is in
    ../shared/pretrained);
 2. the on-the-fly protocol (bench/on_the_fly.py: standard + one-shot with and without
    BatchNorm re-estimation, GMP, dedicated pof, pof range, CrAM-style; equal budget;
-   sweeps at 0/30/50/70/80/90%): ResNet-20 seeds 0-2, ResNet-56 seed 0;
+   sweeps at 0/30/50/70/80/90%; arms: PROTOCOL): ResNet-20 seeds 0-2, ResNet-56 seed 0;
 3. MobileNetV2-CIFAR at 70%, first conv dense, with fine-tuning (the paper's claim):
    conventional = one-shot magnitude pruning of the standard model, then F epochs of
    fine-tuning with fixed masks; GMP = B epochs of GMP to 70% from the standard model,
    then the same F epochs; pof = B epochs of pof for 70%, one-shot prune with mean
    recovery, then the same F epochs. Drop = standard dense top-1 minus the final top-1.
 
-    python bench/at_scale.py --device cuda --jobs 8
+    python bench/at_scale.py --device cuda --jobs 6
     python bench/at_scale.py --steps mbv2 --seeds 0 --device cpu     # one part only
 
 Results: docs/results/on_the_fly*.md (step 2, via bench/on_the_fly.py) and
@@ -296,11 +297,45 @@ def publish(args: argparse.Namespace, echo: bool = True) -> None:
         print("\n".join(text))
 
 
+# the on-the-fly protocol's arms, in the order they are started (ORDER: headline first)
+PROTOCOL = tuple(a for a in otf.ORDER if a in {"standard", "pof-range", "cram", *otf.DEDICATED})
+
+
+def protocol(model: str, init: Path, seeds: str, args: argparse.Namespace) -> None:
+    """bench/on_the_fly.py's protocol arms for one model, ``--jobs`` at a time."""
+    subprocess.run([sys.executable, str(ROOT / "bench" / "on_the_fly.py"), "--device",
+                    args.device, "--epochs", f"{args.epochs:g}", "--data", str(args.data),
+                    "--docs", str(args.docs), "--arms", ",".join(PROTOCOL), "--seeds", seeds,
+                    "--jobs", str(args.jobs),
+                    *(["--model", model, "--init", str(init)] if model != "resnet20" else [])],
+                   check=True, cwd=ROOT)
+
+
+def resnet56_track(steps: list[str], seed: str, args: argparse.Namespace, log: Path) -> None:
+    std = pretrain("resnet56", args, log)
+    if "on_the_fly" in steps:
+        protocol("resnet56", std, seed, args)
+
+
+def mbv2_track(steps: list[str], seeds: list[int], args: argparse.Namespace,
+               log: Path) -> None:
+    std = pretrain("mobilenet_v2_cifar", args, log)
+    if "mbv2" not in steps:
+        return
+    runs = [(a, s) for s in seeds for a in ("conventional", "gmp", "pof")]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda r: mbv2_arm(*r, std, args, log), runs))
+    args.docs.mkdir(parents=True, exist_ok=True)
+    mbv2_report(rows, last_top1(std.parent), args)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", default=",".join(STEPS), help=f"subset of {','.join(STEPS)}")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--jobs", type=int, default=8, help="runs at once")
+    p.add_argument("--jobs", type=int, default=4,
+                   help="runs at once per model (the models go side by side, each after "
+                   "its own pretrain)")
     p.add_argument("--seeds", default="0,1,2", help="ResNet-20 seeds (ResNet-56: the first; "
                    "MobileNetV2: the first two)")
     p.add_argument("--pretrain-epochs", type=float, default=30)
@@ -327,28 +362,16 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "commands.jsonl"
-    std = {"resnet20": PRETRAINED}
-    with ThreadPoolExecutor(args.jobs) as pool:
-        models = [m for m, step in (("resnet56", "on_the_fly"), ("mobilenet_v2_cifar", "mbv2"))
-                  if "pretrain" in steps or step in steps]
-        if models:
-            for m, path in zip(models, pool.map(lambda m: pretrain(m, args, log), models),
-                               strict=True):
-                std[m] = path
-        if "on_the_fly" in steps:
-            script = [sys.executable, str(ROOT / "bench" / "on_the_fly.py"), "--device",
-                      args.device, "--epochs", f"{args.epochs:g}", "--data", str(args.data),
-                      "--docs", str(args.docs)]
-            jobs = [[*script, "--seeds", args.seeds, "--jobs", str(max(1, args.jobs // 2))],
-                    [*script, "--model", "resnet56", "--init", str(std["resnet56"]), "--seeds",
-                     str(seeds[0]), "--jobs", str(max(1, args.jobs // 2))]]
-            list(pool.map(lambda c: subprocess.run(c, check=True, cwd=ROOT), jobs))
-        if "mbv2" in steps:
-            runs = [(a, s) for s in seeds[:2] for a in ("conventional", "gmp", "pof")]
-            rows = list(pool.map(
-                lambda r: mbv2_arm(*r, std["mobilenet_v2_cifar"], args, log), runs))
-            args.docs.mkdir(parents=True, exist_ok=True)
-            mbv2_report(rows, last_top1(std["mobilenet_v2_cifar"].parent), args)
+    tracks = []  # one per model, side by side: a model's arms wait only for its own pretrain
+    if "on_the_fly" in steps:
+        tracks.append(lambda: protocol("resnet20", PRETRAINED, args.seeds, args))
+    if {"pretrain", "on_the_fly"} & set(steps):
+        tracks.append(lambda: resnet56_track(steps, str(seeds[0]), args, log))
+    if {"pretrain", "mbv2"} & set(steps):
+        tracks.append(lambda: mbv2_track(steps, seeds[:2], args, log))
+    with ThreadPoolExecutor(len(tracks)) as pool:
+        for done in [pool.submit(t) for t in tracks]:
+            done.result()  # a failed track stops the script once the others have ended
     publish(args, echo=False)  # once more, after every part (the parts ran in parallel)
 
 

@@ -180,8 +180,11 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
         assert args.device == "cuda", cmd
     assert kinds == {"train", "prune", "finetune"}
     assert len(pof_cmds) == 2 + 2 * 3 + 2 * 2 + 2 * 2  # pretrains, fine-tunes, trains, prunes
-    assert [c[c.index("--model") + 1] if "--model" in c else "resnet20" for c in scripts] == [
-        "resnet20", "resnet56"]  # the on-the-fly protocol for both depths
+    assert sorted(c[c.index("--model") + 1] if "--model" in c else "resnet20"
+                  for c in scripts) == ["resnet20", "resnet56"]  # the protocol, both depths
+    for c in scripts:  # the protocol's arms only, every dedicated model among them
+        assert set(c[c.index("--arms") + 1].split(",")) == {
+            "standard", "pof-range", "cram", *load_on_the_fly().DEDICATED}
     assert "| pof |" in (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()
 
 

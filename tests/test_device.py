@@ -84,6 +84,9 @@ def test_cuda_path_matches_cpu(ckpt, tmp_path, capsys):
     assert abs(results["cpu_pruned"] - results["cuda_pruned"]) < 1.0
     assert main(["sweep", str(ckpt), "--sparsities", "0.5", "--out", str(tmp_path / "s"),
                  "--device", "cuda", "--bn-recal", "2"]) == 0
+    assert main(["finetune", str(tmp_path / "cuda" / "pruned.safetensors"), "--epochs", "0.2",
+                 "--out", str(tmp_path / "ft"), "--device", "cuda", "--progress", "false"]) == 0
+    assert "device: cuda" in (tmp_path / "ft" / "config.yaml").read_text()
     assert main(["train", "--model", "vit_tiny", "--data", "digits", "--epochs", "0.2",
                  "--penalty", "pof", "--out", str(tmp_path / "vit"), "--device", "cuda",
                  "--progress", "false"]) == 0
