@@ -48,7 +48,9 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
-        if (device.index or 0) >= torch.cuda.device_count():
+        if device.index is None:  # plain "cuda": this process's GPU, as for auto
+            device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA "
                               "device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
