@@ -257,7 +257,7 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
             f"{one[1]:g} for one target, {rng[0]} at {rng[1]:g} for a range; each run's "
             "config.yaml records it). Sparsity is over the pruned layers (every conv and the "
             "classifier but the first conv).", "",
-            *lines, "", f"Targets ({otf.TARGETS_NOTE}):", "", *otf.targets(rows), "",
+            *lines, "", f"Targets ({otf.targets_note(rows)}):", "", *otf.targets(rows), "",
 cost, "", *cmds, ""]
 
 

@@ -254,3 +254,17 @@ def test_cost_line_names_mixed_devices_only_when_they_are():
     gpu = [*cpu, {"cmd": "python -m pof train --device cuda --out r/a-s2", "wall_s": 60.0,
                   "host": "H200", "torch": "2.13.0+cu128", "threads": "1"}]
     assert "different devices" in at_scale.cost_line(gpu, "on_the_fly")
+
+
+def test_targets_legend_quotes_the_seed_spread_of_its_rows():
+    otf = load_on_the_fly()
+
+    def rows(arm, s, vals):
+        return [{"arm": arm, "seed": k, "bn": True, "sparsity": s, "recover": "mean",
+                 "top1": v / 100} for k, v in enumerate(vals)]
+
+    held = [*rows("pof70", 0.7, [86.0, 86.5, 86.2]), *rows("standard", 0.0, [87.0, 87.1])]
+    fallen = rows("pof70", 0.9, [40.0, 50.0])  # off its target: not a seed spread
+    assert otf.seed_spread(held + fallen) == pytest.approx(0.5)
+    assert "differ by up to 0.50 points" in otf.targets_note(held + fallen)
+    assert otf.seed_spread(rows("pof70", 0.7, [86.0])) == 0.0  # one seed: no spread
