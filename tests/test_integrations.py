@@ -73,6 +73,7 @@ def test_hf_loss_is_task_loss_plus_warmed_up_penalty(tmp_path, accumulate):
                          pof_warmup_steps=4)
     assert pof.is_sphere(model.bert.encoder.layer[0].attention.self.query)
     batch = {"input_ids": torch.randint(100, (4, 8)), "labels": torch.tensor([0, 1, 0, 1])}
+    batch = {k: v.to(args.device) for k, v in batch.items()}  # the Trainer put the model there
     model.train()
     trainer.state.global_step = 2  # half-way through the warm-up
     loss = trainer.compute_loss(model, dict(batch))

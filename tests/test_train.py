@@ -48,7 +48,9 @@ def test_pof_arm_lowers_pruned_energy(tmp_path):
 
 @pytest.mark.parametrize("penalty", ["none", "pof"])
 def test_stop_and_resume_equals_uninterrupted(tmp_path, penalty):
-    kw = dict(penalty=penalty, sparsity=0.6, penalty_refresh=7)
+    # bitwise equality is a CPU property: on a GPU, bf16 autocast and atomics-based kernels
+    # make two uninterrupted runs differ too (seen on an H200: 2e-4 in fc.bias with pof)
+    kw = dict(penalty=penalty, sparsity=0.6, penalty_refresh=7, device="cpu")
     full = train(_cfg(tmp_path, "full", **kw))
     stopped = _cfg(tmp_path, "part", max_steps=27, **kw)  # mid-epoch, mid refresh cycle
     train(stopped)
