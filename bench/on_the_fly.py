@@ -142,11 +142,23 @@ def host() -> str:
     return f"{cpu}, {os.cpu_count()} cores{gpu}"
 
 
+def portable(arg: str) -> str:
+    """A path as seen from the project root, wherever the project was when the command ran
+    (``/tmp/w/pof/runs/x`` -> ``runs/x``, ``/x/shared/data`` -> ``../shared/data``)."""
+    if not arg.startswith(os.sep):
+        return arg
+    if arg.startswith(str(ROOT.parent) + os.sep):  # the project and ../shared, here
+        return os.path.relpath(arg, ROOT)
+    for part, prefix in (("/shared/", "../shared/"), ("/runs/", "runs/"),
+                         ("/recipes/", "recipes/"), ("/docs/", "docs/")):
+        if part in arg:
+            return prefix + arg.split(part, 1)[1]
+    return arg
+
+
 def shown(cmd: list[str]) -> str:
     """A ``pof(...)`` command as a user types it: ``pof ...``, paths from the project root."""
-    near = str(ROOT.parent) + os.sep  # the project and ../shared
-    return shlex.join(["pof", *(os.path.relpath(a, ROOT) if a.startswith(near) else a
-                                for a in cmd[3:])])
+    return shlex.join(["pof", *map(portable, cmd[3:])])
 
 
 def device_flags(args: argparse.Namespace) -> list[str]:

@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -268,3 +269,37 @@ def test_targets_legend_quotes_the_seed_spread_of_its_rows():
     assert otf.seed_spread(held + fallen) == pytest.approx(0.5)
     assert "differ by up to 0.50 points" in otf.targets_note(held + fallen)
     assert otf.seed_spread(rows("pof70", 0.7, [86.0])) == 0.0  # one seed: no spread
+
+
+def test_portable_paths_from_another_machine():
+    otf = load_on_the_fly()
+    assert otf.portable("/tmp/w/pof/runs/at_scale/x") == "runs/at_scale/x"
+    assert otf.portable("/tmp/w/shared/data/cifar10") == "../shared/data/cifar10"
+    assert otf.portable("/tmp/w/pof/recipes/r.yaml") == "recipes/r.yaml"
+    assert otf.portable("0.7") == "0.7" and otf.portable("/etc/hosts") == "/etc/hosts"
+    assert otf.shown(["py", "-m", "pof", "eval", "/x/pof/runs/a/final.safetensors"]) == (
+        "pof eval runs/a/final.safetensors")
+
+
+def test_at_scale_archive_keeps_finished_runs_and_each_command_once(tmp_path):
+    at_scale = load_bench("at_scale")
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    for name, done in (("resnet56-standard", True), ("mbv2/pof-s0/train", False)):
+        d = out / name
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text("model: x\n")
+        (d / "metrics.jsonl").write_text('{"epoch": 30, "test_top1": 0.8877}\n')
+        if done:
+            (d / "final.safetensors").write_bytes(b"")
+    cmd = {"cmd": "/py -m pof train --config /gpu/pof/recipes/r.yaml --out "
+                  "/gpu/pof/runs/at_scale/resnet56-standard", "wall_s": 368.0, "host": "H200"}
+    (out / "commands.jsonl").write_text(json.dumps(cmd) + "\n")
+    args = argparse.Namespace(out=out, docs=docs)
+    for _ in range(2):  # a second report adds nothing
+        dest = at_scale.archive_runs(args)
+    assert (dest / "resnet56-standard" / "metrics.jsonl").is_file()
+    assert not (dest / "mbv2").exists()  # unfinished: not archived
+    assert len((dest / "commands.jsonl").read_text().splitlines()) == 1
+    row = next(x for x in at_scale.starting_points(args) if x.startswith("| resnet56 |"))
+    assert "| 88.77 | 30 | H200 | 368 s |" in row
+    assert "`pof train --config recipes/r.yaml --out runs/at_scale/resnet56-standard`" in row
