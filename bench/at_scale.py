@@ -3,7 +3,8 @@
 One prepared script for a GPU machine (it runs on CPU too, for days). Every step is
 skipped when its output exists and killed trainings resume, so it can be stopped and
 started again. The three models go side by side, each model's runs ``--jobs`` at a time
-(several CIFAR runs share one GPU), each after its own pretrain:
+(several CIFAR runs share one GPU; up to 3 × jobs runs at once), each after its own
+pretrain:
 
 1. converged standard models: ResNet-56 and MobileNetV2-CIFAR from
    recipes/cifar10_{resnet56,mobilenet_v2_cifar}_standard.yaml (ResNet-20's is in
@@ -276,9 +277,10 @@ def archive_runs(args: argparse.Namespace) -> Path:
         for m in sorted(args.out.rglob("metrics.jsonl")):
             if (m.parent / "final.safetensors").is_file():
                 for f in ARCHIVE:
-                    target = dest / m.parent.relative_to(args.out) / f
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(m.parent / f, target)
+                    if (m.parent / f).is_file():
+                        target = dest / m.parent.relative_to(args.out) / f
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(m.parent / f, target)
         log = args.out / "commands.jsonl"
         if log.is_file():
             old = dest / "commands.jsonl"
@@ -287,6 +289,12 @@ def archive_runs(args: argparse.Namespace) -> Path:
             dest.mkdir(parents=True, exist_ok=True)
             old.write_text("".join(x + "\n" for x in have + new))
     return dest
+
+
+def out_of(cmd: str) -> Path:
+    """The ``--out`` folder of a logged command (empty path if it has none)."""
+    args = shlex.split(cmd)
+    return Path(args[args.index("--out") + 1]) if "--out" in args[:-1] else Path()
 
 
 def starting_points(args: argparse.Namespace) -> list[str]:
@@ -299,12 +307,16 @@ def starting_points(args: argparse.Namespace) -> list[str]:
              "| resnet20 | 87.55 | 30 | see ../shared/pretrained/README.md | – | "
              "(shared, not trained here) |"]
     for folder in sorted(dest.glob("*-standard")):
-        m = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
-        mine = [c for c in cmds
-                if otf.ran(c["cmd"], folder.name) and " -m pof train " in c["cmd"]]
+        epochs = (folder / "metrics.jsonl").read_text().splitlines()
+        if not epochs:
+            continue
+        m = json.loads(epochs[-1])
+        mine = [c for c in cmds if " -m pof train " in c["cmd"]  # its own --out only,
+                and out_of(c["cmd"]).name == folder.name]         # not an arm's --init
         wall = sum(c["wall_s"] for c in mine)
         machine = "; ".join(sorted({c.get("host", "?") for c in mine})) or "?"
-        shown = otf.shown(shlex.split(mine[-1]["cmd"])) if mine else "?"
+        shown = otf.shown([a for a in shlex.split(mine[0]["cmd"]) if a != "--resume"]
+                          ) if mine else "?"
         lines.append(f"| {folder.name.removesuffix('-standard')} | {100 * m['test_top1']:.2f} | "
                      f"{m['epoch']} | {machine} | {wall:.0f} s | `{shown}` |")
     return ["## Converged starting points", "",
@@ -426,10 +438,12 @@ def main() -> None:
         tracks.append(lambda: resnet56_track(steps, str(seeds[0]), args, log))
     if {"pretrain", "mbv2"} & set(steps):
         tracks.append(lambda: mbv2_track(steps, seeds[:2], args, log))
-    with ThreadPoolExecutor(len(tracks)) as pool:
-        for done in [pool.submit(t) for t in tracks]:
-            done.result()  # a failed track stops the script once the others have ended
-    publish(args, echo=False)  # once more, after every part (the parts ran in parallel)
+    try:
+        with ThreadPoolExecutor(len(tracks)) as pool:
+            for done in [pool.submit(t) for t in tracks]:
+                done.result()  # a failed track stops the script once the others have ended
+    finally:  # once more, after every part (the parts ran in parallel), failed ones too
+        publish(args, echo=False)
 
 
 if __name__ == "__main__":

@@ -149,11 +149,13 @@ def portable(arg: str) -> str:
         return arg
     if arg.startswith(str(ROOT.parent) + os.sep):  # the project and ../shared, here
         return os.path.relpath(arg, ROOT)
-    for part, prefix in (("/shared/", "../shared/"), ("/runs/", "runs/"),
-                         ("/recipes/", "recipes/"), ("/docs/", "docs/")):
-        if part in arg:
-            return prefix + arg.split(part, 1)[1]
-    return arg
+    marks = {"/shared/": "../shared/", "/runs/": "runs/", "/recipes/": "recipes/",
+             "/docs/": "docs/"}
+    found = [(arg.find(m), m) for m in marks if m in arg]
+    if not found:
+        return arg
+    at, mark = min(found)  # the first one: /tmp/w/pof/runs/shared/x is a run folder
+    return marks[mark] + arg[at + len(mark):]
 
 
 def shown(cmd: list[str]) -> str:
@@ -343,25 +345,28 @@ def cell(vals: list[float]) -> str:
 DEDICATED = ("gmp50", "gmp70", "gmp80", "gmp90", "pof50", "pof70", "pof90")  # one model per target
 
 
-def seed_spread(rows: list[dict]) -> float:
+def seed_spread(rows: list[dict]) -> float | None:
     """The largest difference between two seeds of one arm (as deployed) where the model
-    holds its accuracy: each arm at the sparsities it was trained for."""
+    holds its accuracy: each arm at the sparsities it was trained for (None: one seed)."""
     cells = [(a, int(a[3:]) / 100) for a in DEDICATED] + [("standard", 0.0)] + [
         (a, s) for a in ("pof-range", "cram") for s in (0.0, *SPARSITIES)]
     spans = [max(v) - min(v) for a, s in cells if len(v := deploy_cell(rows, a, s)) > 1]
-    return max(spans, default=0.0)
+    return max(spans, default=None)
 
 
 def targets_note(rows: list[dict]) -> str:
     """The legend of the targets table, with the seed spread of these rows."""
+    spread = seed_spread(rows)
     return ("gap = ours minus the reference, on the means; met when the gap is at least "
             "−0.5 (\"within 0.5\"), 0 (\"≥\") or minus the allowed loss (\"loses ≤\"). "
             "The best dedicated model at a sparsity is the better of GMP and pof trained "
             "for exactly that sparsity (80%: GMP80; a target without its arms is left "
             "out). Read gaps of a few tenths as ties: the defaults were chosen on this test "
-            "set (there is no validation split), and seeds of one arm differ by up to "
-            f"{seed_spread(rows):.2f} points where the model holds its accuracy (each arm at "
-            "the sparsities it was trained for), by more where it falls off.")
+            "set (there is no validation split)" + (
+                "; one seed per arm, so no seed spread is measured." if spread is None else
+                f", and seeds of one arm differ by up to {spread:.2f} points where the model "
+                "holds its accuracy (each arm at the sparsities it was trained for), by more "
+                "where it falls off."))
 
 
 def mean_at(rows: list[dict], arm: str, s: float) -> float | None:

@@ -268,7 +268,9 @@ def test_targets_legend_quotes_the_seed_spread_of_its_rows():
     fallen = rows("pof70", 0.9, [40.0, 50.0])  # off its target: not a seed spread
     assert otf.seed_spread(held + fallen) == pytest.approx(0.5)
     assert "differ by up to 0.50 points" in otf.targets_note(held + fallen)
-    assert otf.seed_spread(rows("pof70", 0.7, [86.0])) == 0.0  # one seed: no spread
+    one = rows("pof70", 0.7, [86.0])
+    assert otf.seed_spread(one) is None  # one seed: no spread
+    assert "one seed per arm, so no seed spread" in otf.targets_note(one)
 
 
 def test_portable_paths_from_another_machine():
@@ -276,6 +278,8 @@ def test_portable_paths_from_another_machine():
     assert otf.portable("/tmp/w/pof/runs/at_scale/x") == "runs/at_scale/x"
     assert otf.portable("/tmp/w/shared/data/cifar10") == "../shared/data/cifar10"
     assert otf.portable("/tmp/w/pof/recipes/r.yaml") == "recipes/r.yaml"
+    assert otf.portable("/tmp/w/pof/runs/shared/x") == "runs/shared/x"  # the first mark
+    assert otf.portable(str(otf.ROOT / "runs" / "a")) == "runs/a"  # here: from the root
     assert otf.portable("0.7") == "0.7" and otf.portable("/etc/hosts") == "/etc/hosts"
     assert otf.shown(["py", "-m", "pof", "eval", "/x/pof/runs/a/final.safetensors"]) == (
         "pof eval runs/a/final.safetensors")
@@ -293,13 +297,15 @@ def test_at_scale_archive_keeps_finished_runs_and_each_command_once(tmp_path):
             (d / "final.safetensors").write_bytes(b"")
     cmd = {"cmd": "/py -m pof train --config /gpu/pof/recipes/r.yaml --out "
                   "/gpu/pof/runs/at_scale/resnet56-standard", "wall_s": 368.0, "host": "H200"}
-    (out / "commands.jsonl").write_text(json.dumps(cmd) + "\n")
+    arm = {"cmd": "/py -m pof train --init /cpu/runs/at_scale/resnet56-standard/final."
+                  "safetensors --out /cpu/runs/at_scale/r56/gmp-s0", "wall_s": 9e3, "host": "CPU"}
+    (out / "commands.jsonl").write_text(json.dumps(cmd) + "\n" + json.dumps(arm) + "\n")
     args = argparse.Namespace(out=out, docs=docs)
     for _ in range(2):  # a second report adds nothing
         dest = at_scale.archive_runs(args)
     assert (dest / "resnet56-standard" / "metrics.jsonl").is_file()
     assert not (dest / "mbv2").exists()  # unfinished: not archived
-    assert len((dest / "commands.jsonl").read_text().splitlines()) == 1
+    assert len((dest / "commands.jsonl").read_text().splitlines()) == 2
     row = next(x for x in at_scale.starting_points(args) if x.startswith("| resnet56 |"))
-    assert "| 88.77 | 30 | H200 | 368 s |" in row
+    assert "| 88.77 | 30 | H200 | 368 s |" in row  # an arm's --init is not its pretrain
     assert "`pof train --config recipes/r.yaml --out runs/at_scale/resnet56-standard`" in row

@@ -26,7 +26,17 @@ def test_pick_device():
             pick_device("cuda")
     else:  # torch.cuda.set_device needs an index: plain "cuda" gets this process's GPU
         assert pick_device("cuda") == torch.device("cuda", 0)
-        assert pick_device("cuda", local_rank=0).index == 0
+
+
+def test_plain_cuda_is_this_ranks_gpu(monkeypatch):
+    """Found on an H200: torch.cuda.set_device("cuda") fails without an index."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda") == torch.device("cuda", 0)
+    assert pick_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match="only 2 CUDA"):
+        pick_device("cuda", local_rank=2)
 
 
 @pytest.mark.parametrize("argv", [

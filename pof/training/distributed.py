@@ -35,8 +35,9 @@ class Process:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA if present, else CPU) or the named device; an unavailable one is a
-    :class:`ConfigError`."""
+    """``auto`` (CUDA if present, else CPU) or the named device; plain ``cuda`` (like
+    ``auto``) is ``cuda:<local_rank>``, this process's GPU under torchrun. An unavailable
+    one is a :class:`ConfigError`."""
     if name == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else (
             torch.device("cpu"))
