@@ -186,6 +186,10 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     for c in scripts:  # the protocol's arms only, every dedicated model among them
         assert set(c[c.index("--arms") + 1].split(",")) == {
             "standard", "pof-range", "cram", *load_on_the_fly().DEDICATED}
+    r56 = next(c for c in scripts if "--model" in c)  # continues its own pretrain
+    assert c[c.index("--device") + 1] == "cuda"
+    assert r56[r56.index("--init") + 1] == str(tmp_path / "runs" / "resnet56-standard" /
+                                               "final.safetensors")
     assert "| pof |" in (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()
 
 
