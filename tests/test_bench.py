@@ -313,3 +313,12 @@ def test_at_scale_archive_keeps_finished_runs_and_each_command_once(tmp_path):
     row = next(x for x in at_scale.starting_points(args) if x.startswith("| resnet56 |"))
     assert "| 88.77 | 30 | H200 | 368 s |" in row  # an arm's --init is not its pretrain
     assert "`pof train --config recipes/r.yaml --out runs/at_scale/resnet56-standard`" in row
+
+
+def test_targets_without_their_arms_say_so():
+    otf = load_on_the_fly()
+    row = {"arm": "pof-range", "seed": 0, "bn": True, "sparsity": 0.0, "recover": "dense",
+           "top1": 0.85}
+    assert otf.targets([row]) == ["No target has all its arms finished yet."]
+    std = {**row, "arm": "standard", "top1": 0.87}
+    assert "| pof range dense within 0.5 of standard |" in otf.targets([row, std])[2]
