@@ -302,10 +302,9 @@ def rows_of(args: argparse.Namespace) -> list[dict]:
             continue  # not a run folder (e.g. one set aside by hand)
         for name in ("sweep", "sweep-bn"):
             p = d / name / "sweep.json"
-            if p.is_file():
-                m = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
-                rows += [{**r, "arm": arm, "seed": int(seed), "bn": name == "sweep-bn",
-                          "train_s": m[-1]["time_s"]} for r in json.loads(p.read_text())]
+            if p.is_file():  # (wall times: commands.jsonl; metrics' time_s restarts on resume)
+                rows += [{**r, "arm": arm, "seed": int(seed), "bn": name == "sweep-bn"}
+                         for r in json.loads(p.read_text())]
     return rows
 
 
