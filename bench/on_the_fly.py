@@ -147,8 +147,8 @@ def portable(arg: str) -> str:
     (``/tmp/w/pof/runs/x`` -> ``runs/x``, ``/x/shared/data`` -> ``../shared/data``)."""
     if not arg.startswith(os.sep):
         return arg
-    if arg.startswith(str(ROOT.parent) + os.sep):  # the project and ../shared, here
-        return os.path.relpath(arg, ROOT)
+    if arg.startswith((str(ROOT) + os.sep, str(ROOT.parent / "shared") + os.sep)):
+        return os.path.relpath(arg, ROOT)  # the project and ../shared, here
     marks = {"/shared/": "../shared/", "/runs/": "runs/", "/recipes/": "recipes/",
              "/docs/": "docs/"}
     found = [(arg.find(m), m) for m in marks if m in arg]
