@@ -281,13 +281,8 @@ def archive_runs(args: argparse.Namespace) -> Path:
                         target = dest / m.parent.relative_to(args.out) / f
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(m.parent / f, target)
-        log = args.out / "commands.jsonl"
-        if log.is_file():
-            old = dest / "commands.jsonl"
-            have = old.read_text().splitlines() if old.is_file() else []
-            new = [x for x in log.read_text().splitlines() if x not in set(have)]
-            dest.mkdir(parents=True, exist_ok=True)
-            old.write_text("".join(x + "\n" for x in have + new))
+        if (args.out / "commands.jsonl").is_file():
+            otf.append_new(args.out / "commands.jsonl", dest / "commands.jsonl")
     return dest
 
 

@@ -225,13 +225,20 @@ def ran(cmd: str, run_name: str) -> bool:
     return re.search(rf"/{re.escape(run_name)}(/|\s|$)", cmd) is not None
 
 
-def archive_commands(log: Path, archive: Path, run_name: str) -> None:
-    """Append the logged commands of one run to the archived log (each line once)."""
+def append_new(log: Path, archive: Path, keep=lambda cmd: True) -> None:
+    """Append to ``archive`` the lines of the commands log ``log`` whose command ``keep``
+    accepts and that it does not hold yet."""
     have = set(archive.read_text().splitlines()) if archive.is_file() else set()
     new = [line for line in log.read_text().splitlines()
-           if line not in have and ran(json.loads(line)["cmd"], run_name)]
+           if line not in have and keep(json.loads(line)["cmd"])]
+    archive.parent.mkdir(parents=True, exist_ok=True)
     with open(archive, "a") as f:
         f.writelines(line + "\n" for line in new)
+
+
+def archive_commands(log: Path, archive: Path, run_name: str) -> None:
+    """Append the logged commands of one run to the archived log (each line once)."""
+    append_new(log, archive, lambda cmd: ran(cmd, run_name))
 
 
 # ---------------------------------------------------------------- kept checkpoints
