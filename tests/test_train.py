@@ -156,3 +156,36 @@ def test_ddp_two_processes_gloo(tmp_path):
         assert torch.equal(w0[k], w1[k]), k
     m = _metrics(tmp_path / "ddp")
     assert len(m) == 2 and m[1]["train_loss"] < m[0]["train_loss"]
+
+
+def test_resume_with_the_data_moved_continues_and_with_other_data_refuses(tmp_path,
+                                                                          monkeypatch, capsys):
+    """A run started on one machine resumes on another whose copy of the data lies
+    elsewhere; a different data set at the new path is refused in one line."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from pof.errors import ConfigError
+
+    monkeypatch.setenv("POF_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for part in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "d1" / part / c).mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    tmp_path / "d1" / part / c / f"{i}.png")
+    shutil.copytree(tmp_path / "d1", tmp_path / "d2")
+    shutil.copytree(tmp_path / "d1", tmp_path / "d3")
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(tmp_path / "d3" / "train" / "a" / "0.png")
+    kw = dict(model_kwargs={"width": 4}, batch_size=4, epochs=1, ckpt_every=1)
+    train(_cfg(tmp_path, "run", data=str(tmp_path / "d1"), max_steps=2, **kw))
+    with pytest.raises(ConfigError, match=r"data was .*d1.*now .*d3.*mean differ"):
+        Trainer(_cfg(tmp_path, "run", data=str(tmp_path / "d3"), **kw), resume=True)
+    capsys.readouterr()
+    out = train(_cfg(tmp_path, "run", data=str(tmp_path / "d2"), **kw), resume=True)
+    said = capsys.readouterr().out
+    assert "data moved from" in said and "resumed" in said
+    assert load_checkpoint(out / "final.safetensors")[1]["step"] == 4

@@ -73,8 +73,7 @@ class Trainer:
         self.cfg, self.on_epoch = cfg, on_epoch
         self.proc = setup(cfg.device)
         self.device, self.main = self.proc.device, self.proc.main
-        if resume:
-            _check_resumable(last, cfg)
+        moved = _check_resumable(last, cfg) if resume else None
         torch.manual_seed(cfg.seed)
         show = cfg.progress and self.main
         self.train_ds = load_dataset(cfg.data, "train", progress=show)
@@ -90,6 +89,8 @@ class Trainer:
         self.model.to(memory_format=self.fmt)
         check_model_takes(self.model, self.test_ds, cfg.model, self.device)
         self.steps_per_epoch = len(self._loader(0))
+        if moved:
+            self.log(_check_same_data(last, moved, cfg.data, spec, self.steps_per_epoch))
         self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
         self.penalty = self._make_penalty()
         if self.penalty is not None:
@@ -375,17 +376,40 @@ def _recorded_defaults(path: Path, cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, **unset) if unset else cfg
 
 
-def _check_resumable(path: Path, cfg: TrainConfig) -> None:
-    """A checkpoint to resume must come from the same run: same model, data, seed, length."""
+def _check_resumable(path: Path, cfg: TrainConfig) -> str | None:
+    """A checkpoint to resume must come from the same run: same model, data, seed, length.
+    Returns the data's old path when only its path changed (the run moved to another
+    machine); :func:`_check_same_data` then checks that the data is the same."""
     if not path.is_file():
-        return
+        return None
     old = read_meta(path).get("config") or {}
     new = dataclasses.asdict(cfg)
-    changed = [k for k in RESUME_KEYS if k in old and old[k] != new[k]]
+    changed = [k for k in RESUME_KEYS if k in old and old[k] != new[k] and k != "data"]
     if changed:
         k = changed[0]
         raise ConfigError(f"cannot resume {path}: {k} was {old[k]!r}, now {new[k]!r} "
                           "(use another --out for a new run)")
+    return old["data"] if old.get("data") not in (None, new["data"]) else None
+
+
+def _check_same_data(path: Path, old: str, new: str, spec, steps_per_epoch: int) -> str:
+    """The note for a run resumed with its data at another path, if the data is the same
+    (classes, image size, normalisation statistics, batches per epoch); else an error."""
+    meta = read_meta(path)
+    rec = meta.get("data") or {}
+    now = {"classes": list(spec.classes), "image_size": list(spec.image_size),
+           "mean": list(spec.mean), "std": list(spec.std)}
+    if meta.get("epoch"):
+        rec = {**rec, "batches per epoch": round(meta["step"] / meta["epoch"])}
+        now["batches per epoch"] = steps_per_epoch
+    for k, v in now.items():
+        was = rec.get(k)
+        same = was is None or (torch.allclose(torch.tensor(was), torch.tensor(v), atol=1e-4)
+                               if k in ("mean", "std") else was == v)
+        if not same:
+            raise ConfigError(f"cannot resume {path}: data was {old!r}, now {new!r}, and its "
+                              f"{k} differ ({was} vs {v}) (use another --out for a new run)")
+    return f"pof: the data moved from {old} to {new} (same classes, statistics and size)"
 
 
 def _zero_sums() -> dict[str, float]:
