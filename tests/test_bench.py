@@ -152,6 +152,16 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
     assert "| pof-range | 1 | 86.00 |" in (tmp_path / "on_the_fly_tables.md").read_text()
 
 
+def _fake_run(out, top1: float = 0.9, epochs: float = 4) -> Path:
+    """A finished run folder as `pof train`/`finetune` leaves it: config, one metrics line,
+    a final checkpoint (empty: nothing reads it here)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(f"epochs: {epochs}\n")
+    (out / "metrics.jsonl").write_text(json.dumps({"epoch": epochs, "test_top1": top1}) + "\n")
+    (out / "final.safetensors").write_bytes(b"")
+    return out / "final.safetensors"
+
+
 def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     """The prepared GPU script, dry: every `pof` command it would run is accepted by the
     CLI's parser, and the MobileNetV2 report is written (trainings replaced by stubs)."""
@@ -160,13 +170,15 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     at_scale = load_bench("at_scale")
     pof_cmds, scripts = [], []
 
+    top1 = {"conventional": 0.80, "gmp": 0.85, "pof": 0.88}  # after fine-tuning; dense 0.9
+
     def fake_train_once(cmd, out, log):
         pof_cmds.append([*cmd, "--out", str(out)])
-        return out / "final.safetensors"
+        arm = out.parent.name.split("-s")[0]
+        return _fake_run(out, top1[arm] if out.name == "ft" else 0.9)
 
     monkeypatch.setattr(at_scale, "train_once", fake_train_once)
     monkeypatch.setattr(at_scale, "run", lambda cmd, log: pof_cmds.append(cmd))
-    monkeypatch.setattr(at_scale, "last_top1", lambda run_dir: 90.0)
     monkeypatch.setattr(at_scale.subprocess, "run", lambda cmd, **kw: scripts.append(cmd))
     monkeypatch.setattr(sys, "argv", ["at_scale.py", "--device", "cuda", "--jobs", "1",
                                       "--out", str(tmp_path / "runs"), "--docs",
@@ -190,7 +202,12 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     assert c[c.index("--device") + 1] == "cuda"
     assert r56[r56.index("--init") + 1] == str(tmp_path / "runs" / "resnet56-standard" /
                                                "final.safetensors")
-    assert "| pof |" in (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()
+    page = (tmp_path / "docs" / "mobilenet_v2_70.md").read_text()  # from the archive
+    assert "| pof | 88.00 (seeds: 88.00, 88.00) | 2.00 | 90.00 (90.00, 90.00) |" in page
+    assert "| conventional | 80.00 (seeds: 80.00, 80.00) | 10.00 | –" in page
+    assert "pof 2.00 vs conventional 10.00 / 2 = 5.00: met" in page
+    assert "best conventional arm (5.00 / 2 = 2.50): met" in page
+    assert (tmp_path / "docs" / "at_scale" / "mbv2" / "gmp-s1" / "ft" / "metrics.jsonl").is_file()
 
 
 def test_at_scale_mobilenet_at_reduced_width(tmp_path, monkeypatch):
@@ -204,11 +221,10 @@ def test_at_scale_mobilenet_at_reduced_width(tmp_path, monkeypatch):
 
     def fake_train_once(cmd, out, log):
         trains.append(([*cmd, "--out", str(out)], out))
-        return out / "final.safetensors"
+        return _fake_run(out)
 
     monkeypatch.setattr(at_scale, "train_once", fake_train_once)
     monkeypatch.setattr(at_scale, "run", lambda cmd, log: None)
-    monkeypatch.setattr(at_scale, "last_top1", lambda run_dir: 90.0)
     monkeypatch.setattr(sys, "argv", ["at_scale.py", "--steps", "mbv2", "--device", "cpu",
                                       "--jobs", "1", "--seeds", "0", "--mbv2-width", "0.5",
                                       "--out", str(tmp_path / "runs"), "--docs",
