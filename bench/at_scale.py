@@ -364,12 +364,30 @@ def starting_points(args: argparse.Namespace) -> list[str]:
             "beside them on the same machine):", "", *lines, ""]
 
 
+def kept_section(args: argparse.Namespace) -> list[str]:
+    """Each model's kept checkpoints and their last re-sweep (``on_the_fly.py --verify``)."""
+    lines = []
+    for model in ("resnet20", "resnet56"):
+        ns = argparse.Namespace(model=model)
+        where = f"checkpoints/{otf.results_name(ns)}"
+        verified = args.docs / where / "verify.json"
+        flag = "" if model == "resnet20" else f" --model {model}"
+        if not verified.is_file():
+            lines += [f"{model}: none verified yet (`python bench/on_the_fly.py --keep{flag}`, "
+                      f"then `--verify{flag}`).", ""]
+            continue
+        check = json.loads(verified.read_text())
+        lines += [f"{model}: model-only copies of seed 0 in `{where}/`, re-swept with "
+                  f"`python bench/on_the_fly.py --verify{flag}` on {check['date']}:", "",
+                  *(f"- {r['checkpoint']}: largest difference {r['max_diff']:.2f} points over "
+                    f"{r['cells']} cells (`{r['command']}`)" for r in check["runs"]), ""]
+    return lines
+
+
 def publish(args: argparse.Namespace, echo: bool = True) -> None:
     """docs/results/cifar10.md from the converged-model runs only."""
     if getattr(args, "out", None):  # bench/on_the_fly.py --report-only passes none
         archive_runs(args)
-    kept = args.docs / "checkpoints" / "on_the_fly" / "verify.json"
-    check = json.loads(kept.read_text()) if kept.is_file() else None
     mbv2_page(args)
     mbv2 = args.docs / "mobilenet_v2_70.md"
     text = ["# CIFAR-10 from converged models: pof against GMP and recalibrated one-shot "
@@ -387,13 +405,7 @@ def publish(args: argparse.Namespace, echo: bool = True) -> None:
             *(mbv2.read_text().splitlines()[2:] if mbv2.is_file() else
               ["Not run yet: `python bench/at_scale.py --steps pretrain,mbv2`.", ""]),
             "## Kept checkpoints", ""]
-    if check:
-        text += [f"Model-only copies of seed 0 in `checkpoints/on_the_fly/`, re-swept with "
-                 f"`python bench/on_the_fly.py --verify` on {check['date']}:", "",
-                 *(f"- {r['checkpoint']}: largest difference {r['max_diff']:.2f} points over "
-                   f"{r['cells']} cells (`{r['command']}`)" for r in check["runs"]), ""]
-    else:
-        text += ["None verified yet: `python bench/on_the_fly.py --verify`.", ""]
+    text += kept_section(args)
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "cifar10.md").write_text("\n".join(text))
     rows = otf.rows_of(argparse.Namespace(model="resnet20", docs=args.docs))

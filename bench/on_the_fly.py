@@ -245,18 +245,24 @@ def archive_commands(log: Path, archive: Path, run_name: str) -> None:
 KEPT_ARMS = ("pof-range", "gmp70", "gmp90")  # the headline model and the best dedicated ones
 
 
+def kept_arms(args: argparse.Namespace) -> tuple[str, ...]:
+    """ResNet-20 keeps KEPT_ARMS (1.1 MB each); a larger model its range model alone, to keep
+    the repository small (ResNet-56: 3.4 MB)."""
+    return KEPT_ARMS if args.model == "resnet20" else KEPT_ARMS[:1]
+
+
 def kept_path(args: argparse.Namespace, arm: str, seed: int = 0) -> Path:
     name = f"{args.model}-{arm}-s{seed}.safetensors"
     return args.docs / "checkpoints" / results_name(args) / name
 
 
 def keep(args: argparse.Namespace) -> None:
-    """Model-only copies (about 1.1 MB each for ResNet-20) of seed 0's KEPT_ARMS runs in
-    OUT, with the data path made relative to the project root."""
+    """Model-only copies of seed 0's :func:`kept_arms` runs in OUT, with the data path made
+    relative to the project root."""
     from pof.training.checkpoint import model_only_copy
 
     data = os.path.relpath(args.data, ROOT)
-    for arm in KEPT_ARMS:
+    for arm in kept_arms(args):
         src = args.out / f"{arm}-s0" / "final.safetensors"
         if not src.is_file():
             print(f"# not kept (not trained here): {src}")
@@ -270,7 +276,7 @@ def verify(args: argparse.Namespace) -> bool:
     import tempfile
 
     ok, found, record = True, False, []
-    for arm in KEPT_ARMS:
+    for arm in kept_arms(args):
         ckpt = kept_path(args, arm)
         if not ckpt.is_file():
             continue
@@ -542,8 +548,8 @@ def main() -> None:
                    "the README's table from the archived runs")
     p.add_argument("--readme", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true",
-                   help=f"only write model-only copies of seed 0's {', '.join(KEPT_ARMS)} "
-                   "under docs/results/checkpoints")
+                   help=f"only write model-only copies of seed 0's {', '.join(KEPT_ARMS)} (another "
+                   "model: the first alone) under docs/results/checkpoints")
     p.add_argument("--verify", action="store_true",
                    help="only re-sweep the kept checkpoints and compare with the tables "
                    "(exit 1 on a difference above 0.05 points)")

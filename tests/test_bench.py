@@ -338,3 +338,24 @@ def test_targets_without_their_arms_say_so():
     assert otf.targets([row]) == ["No target has all its arms finished yet."]
     std = {**row, "arm": "standard", "top1": 0.87}
     assert "| pof range dense within 0.5 of standard |" in otf.targets([row, std])[2]
+
+
+def test_kept_checkpoints_section_names_each_models_verification(tmp_path):
+    """ResNet-20 keeps three arms, a larger model its range model alone; the results page
+    lists each model's verified checkpoints, or says how to make them."""
+    import argparse
+
+    at_scale, otf = load_bench("at_scale"), load_on_the_fly()
+    assert otf.kept_arms(argparse.Namespace(model="resnet20")) == otf.KEPT_ARMS
+    assert otf.kept_arms(argparse.Namespace(model="resnet56")) == ("pof-range",)
+    ns = argparse.Namespace(model="resnet56", docs=tmp_path)
+    assert otf.kept_path(ns, "pof-range").parent == tmp_path / "checkpoints" / \
+        "on_the_fly_resnet56"
+    otf.kept_path(ns, "pof-range").parent.mkdir(parents=True)
+    (otf.kept_path(ns, "pof-range").parent / "verify.json").write_text(json.dumps(
+        {"date": "2026-11-29", "runs": [{"checkpoint": "resnet56-pof-range-s0.safetensors",
+                                         "cells": 6, "max_diff": 0.01, "command": "pof sweep"}]}))
+    text = "\n".join(at_scale.kept_section(argparse.Namespace(docs=tmp_path)))
+    assert "resnet20: none verified yet (`python bench/on_the_fly.py --keep`" in text
+    assert "`python bench/on_the_fly.py --verify --model resnet56` on 2026-11-29" in text
+    assert "- resnet56-pof-range-s0.safetensors: largest difference 0.01 points over 6" in text
