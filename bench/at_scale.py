@@ -247,8 +247,9 @@ def cost_line(rows: list[dict], name: str) -> str:
     noted = sum("note" in r for r in rows)
     devices = {"cuda" if "--device cuda" in r["cmd"] or "+cu" in r.get("torch", "") else "cpu"
                for r in rows}
-    mixed = (" The seeds ran on different devices (a CUDA run trains with bf16 autocast, a "
-             "CPU run in fp32): their spread includes that." if len(devices) > 1 else "")
+    mixed = (" Some runs ran on a GPU, others on a CPU (a CUDA run trains with bf16 autocast, "
+             "a CPU run in fp32; which is which is in the log): spreads and gaps include that."
+             if len(devices) > 1 else "")
     return (f"Logged wall time of the runs above: {hours['train']:.1f} h of training and "
             f"{hours['sweep']:.1f} h of sweeps ({name}/commands.jsonl has every command with "
             "its wall time; a training cut by a stop counts only its logged segments"
