@@ -271,10 +271,10 @@ def test_cost_line_names_mixed_devices_only_when_they_are():
             "host": "AMD EPYC, 2 cores", "torch": "2.13.0+cpu", "threads": "1"}]
     line = at_scale.cost_line(cpu, "on_the_fly")
     assert "1.0 h of training and 0.5 h of sweeps" in line
-    assert "on AMD EPYC, 2 cores (no GPU)," in line and "different devices" not in line
+    assert "on AMD EPYC, 2 cores (no GPU)," in line and "others on a CPU" not in line
     gpu = [*cpu, {"cmd": "python -m pof train --device cuda --out r/a-s2", "wall_s": 60.0,
                   "host": "H200", "torch": "2.13.0+cu128", "threads": "1"}]
-    assert "different devices" in at_scale.cost_line(gpu, "on_the_fly")
+    assert "Some runs ran on a GPU, others on a CPU" in at_scale.cost_line(gpu, "on_the_fly")
 
 
 def test_targets_legend_quotes_the_seed_spread_of_its_rows():
