@@ -174,11 +174,12 @@ def mbv2_page(args: argparse.Namespace) -> str | None:
                         if arm == "conventional" and before is not None else "–") + " |")
     target = ""
     if "pof" in drops and "conventional" in drops:
-        conv, best = drops["conventional"], min(d for a, d in drops.items() if a != "pof")
+        conv = drops["conventional"]
+        best, best_arm = min((d, a) for a, d in drops.items() if a != "pof")
         target = (f"Target (the paper's claim: pof's drop at most half of conventional "
                   f"pruning's): pof {drops['pof']:.2f} vs conventional {conv:.2f} / 2 = "
                   f"{conv / 2:.2f}: {'met' if drops['pof'] <= conv / 2 else 'missed'}; "
-                  f"against the best conventional arm ({best:.2f} / 2 = {best / 2:.2f}): "
+                  f"against the best other arm, {best_arm} ({best:.2f} / 2 = {best / 2:.2f}): "
                   f"{'met' if drops['pof'] <= best / 2 else 'missed'}.")
     width = (f" at width {args.mbv2_width:g} (`--mbv2-width {args.mbv2_width:g}`: channels "
              f"× {args.mbv2_width:g}, to fit a CPU)" if tag else "")
@@ -304,11 +305,12 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
     cmds += [f"| {arm} | `{shlex.join(otf.flags(otf.arm_options(arm)))}` |"
              for _, arm, _ in HEADLINE if any(r["arm"] == arm for r in rows)]
     return [f"## {model}", "",
-            f"Seeds run: {', '.join(map(str, seeds))}. Test top-1 %, mean ± half-range over "
-            "the seeds each arm has run (the per-arm seed count and every sweep row: "
-            f"[{name}_tables.md]({name}_tables.md)). Every arm continues from the same "
-            f"converged standard model for the same {ns.epochs:g} epochs; as deployed: "
-            f"{otf.DEPLOYED}. pof runs take the library's default penalty ({one[0]} at weight "
+            f"Seeds run: {', '.join(map(str, seeds))}. Test top-1 %, "
+            + ("mean ± half-range over the seeds each arm has run (the per-arm seed count and "
+               if len(seeds) > 1 else "one seed per arm (")
+            + f"every sweep row: [{name}_tables.md]({name}_tables.md)). Every arm continues "
+            f"from the same converged standard model for the same {ns.epochs:g} epochs; as "
+            f"deployed: {otf.DEPLOYED}. pof runs take the library's default penalty ({one[0]} at weight "
             f"{one[1]:g} for one target, {rng[0]} at {rng[1]:g} for a range; each run's "
             "config.yaml records it). Sparsity is over the pruned layers (every conv and the "
             "classifier but the first conv).", "",

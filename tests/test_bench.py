@@ -206,7 +206,7 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
     assert "| pof | 88.00 (seeds: 88.00, 88.00) | 2.00 | 90.00 (90.00, 90.00) |" in page
     assert "| conventional | 80.00 (seeds: 80.00, 80.00) | 10.00 | –" in page
     assert "pof 2.00 vs conventional 10.00 / 2 = 5.00: met" in page
-    assert "best conventional arm (5.00 / 2 = 2.50): met" in page
+    assert "best other arm, gmp (5.00 / 2 = 2.50): met" in page
     assert (tmp_path / "docs" / "at_scale" / "mbv2" / "gmp-s1" / "ft" / "metrics.jsonl").is_file()
 
 
