@@ -310,8 +310,9 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
                if len(seeds) > 1 else "one seed per arm (")
             + f"every sweep row: [{name}_tables.md]({name}_tables.md)). Every arm continues "
             f"from the same converged standard model for the same {ns.epochs:g} epochs; as "
-            f"deployed: {otf.DEPLOYED}. pof runs take the library's default penalty ({one[0]} at weight "
-            f"{one[1]:g} for one target, {rng[0]} at {rng[1]:g} for a range; each run's "
+            f"deployed: {otf.DEPLOYED}. pof runs take the library's default penalty "
+            f"({one[0]} at weight {one[1]:g} for one target, {rng[0]} at {rng[1]:g} for a "
+            "range; each run's "
             "config.yaml records it). Sparsity is over the pruned layers (every conv and the "
             "classifier but the first conv).", "",
             *lines, "", f"Targets ({otf.targets_note(rows)}):", "", *otf.targets(rows), "",
