@@ -359,3 +359,17 @@ def test_kept_checkpoints_section_names_each_models_verification(tmp_path):
     assert "resnet20: none verified yet (`python bench/on_the_fly.py --keep`" in text
     assert "`python bench/on_the_fly.py --verify --model resnet56` on 2026-11-29" in text
     assert "- resnet56-pof-range-s0.safetensors: largest difference 0.01 points over 6" in text
+
+
+def test_mobilenet_page_with_only_conventional_runs_archived(tmp_path):
+    """Before GMP and pof have run, the page shows the conventional arm, no target and an
+    unknown training budget (it crashed on formatting '?' before)."""
+    import argparse
+
+    at_scale = load_bench("at_scale")
+    _fake_run(tmp_path / "at_scale" / "mobilenet_v2_cifar-standard", 0.88, 30)
+    _fake_run(tmp_path / "at_scale" / "mbv2" / "conventional-s0" / "ft", 0.84, 4)
+    page = at_scale.mbv2_page(argparse.Namespace(docs=tmp_path))
+    assert "B = ? training epochs (GMP, pof) and F = 4 fine-tuning epochs" in page
+    assert "| conventional | 84.00 (seeds: 84.00) | 4.00 | – |" in page
+    assert "Target" not in page
