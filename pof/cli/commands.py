@@ -325,7 +325,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     at = (meta.get("pruned") or {}).get("sparsity")  # what it was pruned at, for the record
     over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "penalty_ramp": 0.0,
             "max_steps": getattr(args, "max_steps", None), "structure": "weight",
-            "pattern": None, "subnet": "none", "subnet_every": 1,
+            "pattern": None, "subnet": "none", "subnet_every": 1, "subnet_distill": 0.0,
+            "subnet_sample": "sandwich", "subnet_count": 1,
             "sparsity": at if isinstance(at, float) else 0.0,  # not a training range
             "model": arch.get("name", base.model), "model_kwargs": arch.get("kwargs", {}),
             "out": args.out or str(Path(args.checkpoint).parent / "finetune")}

@@ -15,11 +15,13 @@ Two uses, both in :mod:`pof.training.loop`:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -28,6 +30,8 @@ from .masks import _prune_lowest, check_choice, check_range
 from .prune import RECOVER
 from .selection import Patterns, select_weights
 from .targets import Target, from_units
+
+SAMPLES = ("sandwich", "uniform", "high")
 
 
 def straight_through_prune(w: Tensor, sparsity: float, recover: str = "zero") -> Tensor:
@@ -46,11 +50,15 @@ def straight_through_prune(w: Tensor, sparsity: float, recover: str = "zero") ->
 class SubnetSampler:
     """Forward passes of ``model`` pruned at a sampled sparsity, straight-through.
 
-    ``sample(step)`` is deterministic in ``(seed, step)``: the highest sparsity on odd
-    steps, a uniform draw from the range on even ones (the "sandwich rule" of slimmable
-    networks: the hardest subnetwork is trained every other step). The model itself is
-    not changed: each selected weight is swapped for its pruned version for one forward
-    pass (see :func:`weights_replaced`), so any layer type runs its own forward.
+    ``sample(step)`` is deterministic in ``(seed, step)``. ``how`` picks the draw:
+    ``sandwich`` (default) takes the highest sparsity on odd steps and a uniform draw on
+    even ones (the "sandwich rule" of slimmable networks: the hardest subnetwork is trained
+    every other step); ``uniform`` draws from the range on every step; ``high`` draws with
+    density rising linearly toward the top of the range (where the gap to a dedicated
+    model is largest). :meth:`samples` gives ``count`` sparsities for one step (the
+    sandwich: the top of the range first, then draws). The model itself is not changed:
+    each selected weight is swapped for its pruned version for one forward pass (see
+    :func:`weights_replaced`), so any layer type runs its own forward.
     """
 
     def __init__(
@@ -62,18 +70,36 @@ class SubnetSampler:
         include: Patterns = None,
         exclude: Patterns = None,
         keep_first_conv: bool | None = None,
+        how: str = "sandwich",
     ) -> None:
         rng = check_range(sparsity)
         self.lo, self.hi = rng if isinstance(rng, tuple) else (rng, rng)
         check_choice("recover", recover, RECOVER)
-        self.recover, self.seed, self.model = recover, seed, model
+        check_choice("sample", how, SAMPLES)
+        self.recover, self.seed, self.model, self.how = recover, seed, model, how
         self.targets = select_weights(model, include, exclude, keep_first_conv)
 
+    def _draw(self, step: int, k: int = 0) -> float:
+        u = random.Random(self.seed * 1_000_003 + step + k * 7_919_009).random()
+        if self.how == "high":
+            u = math.sqrt(u)  # density 2u on [0, 1]: twice as many draws at the top
+        return self.lo + (self.hi - self.lo) * u
+
     def sample(self, step: int) -> float:
-        """The sparsity trained at ``step``."""
-        if step % 2:
+        """The sparsity trained at ``step`` (one subnetwork per step)."""
+        if self.how == "sandwich" and step % 2:
             return self.hi
-        return random.Random(self.seed * 1_000_003 + step).uniform(self.lo, self.hi)
+        if self.how == "sandwich":  # the draw of the earlier releases, kept bit for bit
+            return random.Random(self.seed * 1_000_003 + step).uniform(self.lo, self.hi)
+        return self._draw(step)
+
+    def samples(self, step: int, count: int) -> list[float]:
+        """``count`` sparsities for one step; with the sandwich rule and ``count`` > 1 the
+        top of the range is always one of them."""
+        if count == 1:
+            return [self.sample(step)]
+        first = [self.hi] if self.how == "sandwich" else []
+        return first + [self._draw(step, k) for k in range(len(first), count)]
 
     def forward(self, x: Tensor, sparsity: float) -> Tensor:
         """``model(x)`` with every selected layer pruned at ``sparsity`` (straight-through).
@@ -81,18 +107,39 @@ class SubnetSampler:
         BatchNorm running statistics are left alone (they keep tracking the dense network;
         re-estimate them at deploy time with :func:`pof.recalibrate_bn`).
         """
-        bns = batchnorms(self.model)
-        momenta = [b.momentum for b in bns]
-        for b in bns:
-            b.momentum = 0.0
-        try:
+        with bn_stats_frozen(self.model):
             pruned = [(t, _straight_through_target(t, sparsity, self.recover))
                       for t in self.targets]
             with weights_replaced(pruned):
                 return self.model(x)
-        finally:
-            for b, mo in zip(bns, momenta, strict=True):
-                b.momentum = mo
+
+
+@contextmanager
+def bn_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """Forward passes that leave BatchNorm running statistics alone (momentum 0), in
+    whatever mode the model is: a subnetwork's pass, or the teacher's pass of in-place
+    distillation."""
+    bns = batchnorms(model)
+    momenta = [b.momentum for b in bns]
+    for b in bns:
+        b.momentum = 0.0
+    try:
+        yield
+    finally:
+        for b, mo in zip(bns, momenta, strict=True):
+            b.momentum = mo
+
+
+def distill_loss(logits: Tensor, targets: Tensor, teacher: Tensor | None, weight: float,
+                 label_smoothing: float = 0.0) -> Tensor:
+    """A subnetwork's loss: ``(1 - weight)`` x cross-entropy to the labels + ``weight`` x
+    KL divergence from the dense network's (detached) softmax ``teacher`` to its own."""
+    ce = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    if teacher is None or weight == 0:
+        return ce
+    kl = F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(teacher.detach().float(), 1),
+                  reduction="batchmean", log_target=True)
+    return (1 - weight) * ce + weight * kl
 
 
 def _straight_through_target(t: Target, sparsity: float, recover: str) -> Tensor:

@@ -19,6 +19,7 @@ from typing import Any
 from ..core.gmp import check_schedule
 from ..core.masks import check_choice, check_range, parse_nm
 from ..core.penalty import FORMS, default_form_weight
+from ..core.subnet import SAMPLES
 from ..errors import ConfigError, PofError
 
 PENALTIES = ("none", "pof", "l1", "gmp", "cram")
@@ -249,6 +250,16 @@ class TrainConfig:
                      "of each batch) or extra (a second pass, twice the cost)")
     subnet_every: int = _f(1, Number(integer=True, lo=1), "take the pruned-subnetwork term "
                            "on every this many steps (the steps between are plain steps)")
+    subnet_distill: float = _f(0.0, Number(lo=0, hi=1), "in-place distillation: weight of "
+                               "the dense network's own (detached) outputs as the pruned "
+                               "subnetworks' target, the rest on the labels (0: labels only, "
+                               "1: dense outputs only)")
+    subnet_sample: str = _f("sandwich", Str(SAMPLES), "how the pruned sparsity is drawn: "
+                            "sandwich (the top of the range every other step, else uniform), "
+                            "uniform, or high (more draws toward the top)")
+    subnet_count: int = _f(1, Number(integer=True, lo=1, hi=8), "pruned subnetworks per "
+                           "step, each on its share of the pruned part of the batch (with "
+                           "sandwich and more than 1: the top of the range every step)")
     gmp_start: float = _f(0.0, Number(lo=0, hi=1), "gmp: fraction of training where pruning "
                           "starts")
     gmp_end: float = _f(0.75, Number(lo=0, hi=1), "gmp: fraction of training where the "
@@ -293,8 +304,11 @@ class TrainConfig:
             raise ConfigError("penalty_ramp schedules the pof penalty's single weight-level "
                               "target: penalty pof, one sparsity, a penalty weight > 0, no "
                               "pattern or structure")
-        if self.subnet_every != 1 and self.subnet_mode == "none":
-            raise ConfigError("subnet_every needs a pruned-subnetwork term: a pof sparsity "
+        changed = [k for k, v in (("subnet_every", 1), ("subnet_distill", 0.0),
+                                  ("subnet_sample", "sandwich"), ("subnet_count", 1))
+                   if getattr(self, k) != v]
+        if changed and self.subnet_mode == "none":
+            raise ConfigError(f"{changed[0]} needs a pruned-subnetwork term: a pof sparsity "
                               "range, cram, or subnet split/extra")
         self._check_shape()
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..core.gmp import GradualPruner, cubic_sparsity
 from ..core.penalty import L1Penalty, PrunePenalty
-from ..core.subnet import SubnetSampler
+from ..core.subnet import SubnetSampler, bn_stats_frozen, distill_loss
 from ..data import ArrayDataset, load_dataset, make_loader
 from ..errors import ConfigError, DataError
 from .build import build_model
@@ -151,7 +151,8 @@ class Trainer:
             raise ConfigError("subnet training (a pof range, cram) runs in one process; "
                               "DDP is not supported for it yet")
         recover = "mean" if cfg.penalty == "pof" else "zero"
-        return SubnetSampler(self.model, cfg.sparsity, recover, cfg.seed), mode
+        return SubnetSampler(self.model, cfg.sparsity, recover, cfg.seed,
+                             how=cfg.subnet_sample), mode
 
     def _loader(self, epoch: int):
         world = self.proc.world
@@ -294,16 +295,30 @@ class Trainer:
         if self.subnet is None or self.step % every:
             out = model(x)
             return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
-        s = self.subnet.sample(self.step // every)  # sandwich rule over the subnet steps
+        cfg, sub = self.cfg, self.subnet
+        ss = sub.samples(self.step // every, cfg.subnet_count)  # sandwich over subnet steps
+        kd = cfg.subnet_distill
         if self.subnet_mode == "split":  # half dense, half pruned: the cost of one pass
             h = len(x) // 2
-            dense, pruned = model(x[:h]), self.subnet.forward(x[h:], s)
+            dense, xp, yp = model(x[:h]), x[h:], y[h:]
+            teacher = None
+            if kd:  # the dense network's outputs on the pruned half: a forward, no backward
+                with torch.no_grad(), bn_stats_frozen(self.model):
+                    teacher = self.model(xp)
+            pruned = torch.cat([sub.forward(c, s) for c, s in zip(xp.chunk(len(ss)), ss,
+                                                                   strict=False)])
             out = torch.cat([dense, pruned])
-            return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
+            if not kd:
+                return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
+            d = F.cross_entropy(dense.float(), y[:h], label_smoothing=ls)
+            p = distill_loss(pruned, yp, teacher, kd, ls)
+            return out, (h * d + (len(x) - h) * p) / len(x)
         out = model(x)  # extra: the whole batch dense and pruned (CrAM+), twice the cost
-        pruned = self.subnet.forward(x, s)
-        return out, (F.cross_entropy(out.float(), y, label_smoothing=ls)
-                     + F.cross_entropy(pruned.float(), y, label_smoothing=ls))
+        loss = F.cross_entropy(out.float(), y, label_smoothing=ls)
+        for xc, yc, tc, s in zip(x.chunk(len(ss)), y.chunk(len(ss)), out.chunk(len(ss)), ss,
+                                 strict=False):
+            loss = loss + distill_loss(sub.forward(xc, s), yc, tc, kd, ls) * len(yc) / len(y)
+        return out, loss
 
     def _end_epoch(self, epoch: int, t0: float) -> None:
         n = max(self.sums["n"], 1)
