@@ -25,19 +25,60 @@ def _train_config(args: argparse.Namespace, base: Any = None, overrides: dict | 
     return dataclasses.replace(base, **values)
 
 
-def _data_source(args: argparse.Namespace, meta: dict, ckpt: str) -> str:
-    """``--data``, else the data set the checkpoint was trained on (if it is here)."""
-    if args.data:
-        return args.data
-    src = (meta.get("data") or {}).get("source")
-    if not isinstance(src, str) or not src:
-        raise PofError(f"{ckpt}: no --data given and the checkpoint does not name its data")
-    from ..data.load import is_builtin
+def _data_source(args: argparse.Namespace, meta: dict, ckpt: str, cmd: str,
+                 required: bool = True) -> str | None:
+    """The one data rule of every command: ``--data`` wins; else the data the checkpoint
+    records, used only when it is here and is the same data (classes, image size,
+    statistics: :func:`pof.data.provenance.data_difference`), said so in one line. Without
+    either: a PofError, or None when not ``required``. Decided once per checkpoint."""
+    memo = vars(args).setdefault("_data_memo", {})
+    if str(ckpt) not in memo:
+        memo[str(ckpt)] = _pick_data(args, meta, ckpt, cmd, required)
+    return memo[str(ckpt)]
 
+
+def _pick_data(args: argparse.Namespace, meta: dict, ckpt: str, cmd: str,
+               required: bool) -> str | None:
+    from ..data import load_dataset
+    from ..data.load import is_builtin
+    from ..data.provenance import data_difference, resolved, spec_summary
+
+    if getattr(args, "data", None):
+        return args.data
+    rec = meta.get("data") or {}
+    src = rec.get("source")
+    if not isinstance(src, str) or not src:
+        if not required:
+            return None
+        raise PofError(f"{ckpt}: no --data given and the checkpoint does not name its data; "
+                       "pass --data PATH")
     if not is_builtin(src) and not Path(src).expanduser().exists():
+        if not required:
+            print(f"pof {cmd}: {ckpt} was trained on {src}, which is not there from here "
+                  "(--data PATH to use another copy)")
+            return None
         raise PofError(f"{ckpt} was trained on {src}, which is not there from here; "
                        "pass --data PATH")
-    return src
+    diff = data_difference(rec, spec_summary(load_dataset(src, "train", progress=True).spec))
+    if diff:
+        raise PofError(f"{ckpt} was trained on {src}, but the data there now is not the same "
+                       f"({diff}); pass --data PATH")
+    where, was = resolved(src), rec.get("resolved")
+    copy = f", another copy than the recorded {was}" if was and was != where else ""
+    print(f"pof {cmd}: data {where} (recorded in {ckpt}{copy}; same classes, image size "
+          "and statistics)")
+    return where
+
+
+def _data_meta(meta: dict, data: str | None) -> dict:
+    """``meta['data']`` with ``data`` (the data a command used) as its source: statistics
+    stay the training data's (the model is normalised with them)."""
+    from ..data.provenance import resolved
+
+    rec = dict(meta.get("data") or {})
+    if data is not None:
+        rec["source"] = rec["resolved"] = resolved(data)
+    return rec
 
 
 def _num_classes(meta: dict) -> int:
@@ -122,15 +163,66 @@ def _not_folded(ckpt: str, model) -> None:
 
 # ---------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> None:
-    from ..training.loop import train
+    cfg = _train_config(args)
+    if cfg.init and not args.resume:
+        cfg = _init_data(args, cfg)
+    print(f"run folder: {_run(cfg, args.resume)}")
 
-    out = train(_train_config(args), resume=args.resume)
-    print(f"run folder: {out}")
+
+def _run(cfg, resume: bool) -> Path:
+    """Train ``cfg``: on ``--resume`` with the recorded training values
+    (:func:`~pof.training.resume.resume_config`); a run that fails before its first
+    checkpoint leaves nothing (:func:`~pof.training.run_dir.run_outputs`)."""
+    from ..training.loop import train
+    from ..training.resume import resume_config
+    from ..training.run_dir import check_out_dir, run_outputs
+
+    if resume:
+        cfg = resume_config(cfg)
+    with run_outputs(check_out_dir(cfg.out)):
+        return train(cfg, resume=resume)
+
+
+def _init_data(args: argparse.Namespace, cfg):
+    """``train --init CKPT``: the data rule. Data the user gave (flag or recipe) wins, with
+    a note where it is not the data CKPT was trained on; else CKPT's recorded data."""
+    from ..data import load_dataset
+    from ..data.provenance import data_difference, spec_summary
+    from ..training.checkpoint import read_meta
+
+    try:
+        meta = read_meta(cfg.init)
+    except CheckpointError:
+        return cfg  # plain weights (or a bad file, which loading the weights reports)
+    rec = meta.get("data") or {}
+    if not isinstance(rec.get("source"), str):
+        return cfg
+    if "data" in vars(args) or _recipe_sets(args, "data"):
+        diff = data_difference(rec, spec_summary(load_dataset(cfg.data, "train").spec))
+        if diff:
+            print(f"pof train: training on {cfg.data}, not on the data {cfg.init} was trained "
+                  f"on ({rec['source']}: {diff})")
+        return cfg
+    data = _data_source(argparse.Namespace(data=None), meta, cfg.init, "train")
+    return dataclasses.replace(cfg, data=data)
+
+
+def _recipe_sets(args: argparse.Namespace, key: str) -> bool:
+    """Whether ``--config``'s YAML file sets ``key``."""
+    import yaml
+
+    if not getattr(args, "config", None):
+        return False
+    try:
+        raw = yaml.safe_load(Path(args.config).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # TrainConfig.from_yaml has already said what is wrong
+    return isinstance(raw, dict) and key in raw
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     model, meta = _load(args.checkpoint, args.device)
-    data = _data_source(args, meta, args.checkpoint)
+    data = _data_source(args, meta, args.checkpoint, "eval")
     m = _evaluator(model, data, args.batch_size, meta, args.checkpoint)(model)
     print(f"top1 {100 * m['top1']:.2f}%  top5 {100 * m['top5']:.2f}%  loss {m['loss']:.4f}")
 
@@ -153,16 +245,24 @@ def cmd_prune(args: argparse.Namespace) -> None:
             lo_hi[0] - 1e-9 <= args.sparsity <= lo_hi[1] + 1e-9):
         print(f"pof prune: note: {args.checkpoint} was trained for sparsities "
               f"{lo_hi[0]:g}-{lo_hi[1]:g}; {args.sparsity:g} is outside that range")
+    needs_data = bool(args.bn_recal) or (args.structure == "channel" and args.recover == "mean")
+    data = args.data
+    if not args.no_eval or needs_data:
+        data = _data_source(args, meta, args.checkpoint, "prune", required=needs_data)
+    evaluate = None
+    if data is not None and not args.no_eval:
+        evaluate = _evaluator(model, data, args.batch_size, meta, args.checkpoint)
+        before = evaluate(model)["top1"]
+    _bake_pruned(model, args)
     recal = None
     if args.bn_recal:
-        recal = _recalibrator(model, _data_source(args, meta, args.checkpoint), args.bn_recal,
-                              meta, args.checkpoint)
+        recal = _recalibrator(model, data, args.bn_recal, meta, args.checkpoint)
     channels = args.structure == "channel"
     if channels:
         from ..structured import remove_channels
 
         n0 = sum(p.numel() for p in model.parameters())
-        _prune_channels(model, meta, args)
+        _prune_channels(model, meta, args, data)
     else:
         prune(model, args.sparsity, scope=args.scope, pattern=args.pattern,
               recover=args.recover, exclude=args.exclude)
@@ -176,7 +276,13 @@ def cmd_prune(args: argparse.Namespace) -> None:
         remove(model)
     report = sparsity_report(model, exclude=args.exclude)
     print(report)
+    if evaluate is not None:
+        print(f"top1 before {100 * before:.2f}%  after {100 * evaluate(model)['top1']:.2f}%"
+              f"  (held-out split of {data})")
+    elif not args.no_eval:
+        print("pof prune: top-1 not measured: no data (pass --data PATH)")
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
+    meta["data"] = _data_meta(meta, data)
     meta["pruned"] = {"sparsity": args.sparsity, "scope": args.scope, "pattern": args.pattern,
                       "recover": args.recover, "source": str(args.checkpoint),
                       "structure": args.structure, "importance": args.importance,
@@ -190,14 +296,33 @@ def cmd_prune(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def _prune_channels(model, meta: dict, args: argparse.Namespace) -> None:
+def _bake_pruned(model, args: argparse.Namespace) -> None:
+    """An already-pruned checkpoint (a GMP run's masks) is pruned further from its zeros,
+    as ``pof sweep`` does; said so in one line."""
+    from ..core.prune import pruned_layers
+    from ..core.sparsity import sparsity_report
+    from ..sweep import bake_masks
+
+    if not pruned_layers(model):
+        return
+    bake_masks(model)
+    had = sparsity_report(model).sparsity
+    more = (f"{100 * args.sparsity:g}% from there" if args.sparsity is not None
+            else f"{args.pattern} from there")
+    keep = (" (its zeros stay: more than asked)" if args.sparsity is not None
+            and args.structure == "weight" and had > args.sparsity + 1e-3 else "")
+    print(f"pof prune: {args.checkpoint} is already pruned ({100 * had:.1f}% of its weights "
+          f"zero); its masks are made permanent and it is pruned to {more}{keep}")
+
+
+def _prune_channels(model, meta: dict, args: argparse.Namespace, data: str | None) -> None:
     """``pof prune --structure channel``: mask channels (means from training batches)."""
     from ..data import load_dataset, make_loader
     from ..structured import prune_channels
 
     batches = None
     if args.recover == "mean":
-        ds = load_dataset(_data_source(args, meta, args.checkpoint), "train", progress=True)
+        ds = load_dataset(data, "train", progress=True)
         batches = make_loader(ds, args.batch_size, train=True, augment=False, seed=0)
     prune_channels(model, args.sparsity, _example_input(meta), args.recover, batches,
                    args.mean_batches, args.importance, args.exclude)
@@ -265,13 +390,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     out = check_out_dir(args.out)
     for ckpt in args.checkpoints:  # every input checked before the first evaluation
-        _data_source(args, read_meta(ckpt), ckpt)
+        _data_source(args, read_meta(ckpt), ckpt, "sweep")
     rows, models = [], {}
     for ckpt, label in zip(args.checkpoints, sweep_labels(args.checkpoints), strict=True):
         model, meta = _load(ckpt, args.device)
         bake_masks(model)  # a GMP run: its zeros stay, the sweep prunes further from there
         _check_bn_recal(model, args, ckpt)
-        data = _data_source(args, meta, ckpt)
+        data = _data_source(args, meta, ckpt, "sweep")
         evaluate = _evaluator(model, data, args.batch_size, meta, ckpt)
         recal = (_recalibrator(model, data, args.bn_recal, meta, ckpt) if args.bn_recal
                  else None)
@@ -312,7 +437,6 @@ def sweep_labels(paths: list[str]) -> list[str]:
 def cmd_finetune(args: argparse.Namespace) -> None:
     from ..training.checkpoint import load_checkpoint
     from ..training.config import TrainConfig
-    from ..training.loop import train
 
     _, meta = load_checkpoint(args.checkpoint)
     arch = meta.get("arch") or {}
@@ -322,6 +446,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         base = TrainConfig.from_dict(src, f"{args.checkpoint}: metadata 'config'")
     except ConfigError as e:
         raise PofError(str(e)) from None
+    data = _data_source(args, meta, args.checkpoint, "finetune")
     at = (meta.get("pruned") or {}).get("sparsity")  # what it was pruned at, for the record
     over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "penalty_ramp": 0.0,
             "max_steps": getattr(args, "max_steps", None), "structure": "weight",
@@ -329,9 +454,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             "subnet_sample": "sandwich", "subnet_count": 1,
             "sparsity": at if isinstance(at, float) else 0.0,  # not a training range
             "model": arch.get("name", base.model), "model_kwargs": arch.get("kwargs", {}),
+            "data": data,
             "out": args.out or str(Path(args.checkpoint).parent / "finetune")}
     cfg = _train_config(args, base, over)
-    print(f"run folder: {train(cfg, resume=args.resume)}")
+    print(f"run folder: {_run(cfg, args.resume)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

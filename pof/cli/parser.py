@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--onnx", action="store_true",
                     help="also write OUT/model.onnx, checked against PyTorch with onnxruntime")
     pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--no-eval", action="store_true",
+                    help="skip the top-1 before and after pruning (measured when data is here)")
     prune_flags(pr)
     data_flags(pr)
     pr.set_defaults(func=commands.cmd_prune)
