@@ -169,8 +169,8 @@ def test_subnet_every_takes_the_pruned_term_on_every_kth_step_only(tmp_path):
     run = Trainer(_cfg(tmp_path, "every", penalty="pof", sparsity="0.3:0.9",
                        subnet_every=2, max_steps=8), resume=False)
     seen = []
-    forward = run.subnet.forward
-    run.subnet.forward = lambda x, s: (seen.append((run.step, s)), forward(x, s))[1]
+    pruned = run.method.sampler.pruned
+    run.method.sampler.pruned = lambda s: (seen.append((run.step, s)), pruned(s))[1]
     run.run()
     assert [step for step, _ in seen] == [0, 2, 4, 6]
     assert [s for step, s in seen if (step // 2) % 2] == [0.9, 0.9]
@@ -183,14 +183,15 @@ def test_penalty_ramp_follows_the_cubic_schedule_to_the_target(tmp_path):
     run = Trainer(_cfg(tmp_path, "ramp", penalty="pof", sparsity=0.8, penalty_ramp=0.5,
                        penalty_refresh=1, max_steps=12), resume=False)
     seen = []
-    call = run.penalty.forward
-    run.penalty.forward = lambda: (seen.append(run.penalty.levels[0]), call())[1]
+    pen = run.method.penalty
+    call = pen.forward
+    pen.forward = lambda: (seen.append(pen.levels[0]), call())[1]
     run.run()
     total = run.total
     assert seen == pytest.approx([cubic_sparsity(t, total, 0.8, 0.0, 0.5) for t in range(12)])
     assert seen[0] == 0.0 and seen == sorted(seen)
     # the pruned set follows: at the last refresh it holds the scheduled fraction
-    keep = torch.cat([m.flatten() for m in run.penalty.masks])
+    keep = torch.cat([m.flatten() for m in pen.masks])
     assert 1 - keep.float().mean().item() == pytest.approx(seen[-1], abs=0.02)
 
 
@@ -219,7 +220,7 @@ def test_resume_keeps_the_recorded_penalty_when_defaults_are_not_given(tmp_path)
     later = _cfg(tmp_path, "resume", penalty="pof", sparsity="0.3:0.9", max_steps=3)
     run = Trainer(later, resume=True)
     assert (run.cfg.penalty_form, run.cfg.penalty_weight) == ("sine", 20.0)
-    assert (run.penalty.form, run.penalty.weight) == ("sine", 20.0)
+    assert (run.method.penalty.form, run.method.penalty.weight) == ("sine", 20.0)
 
 
 def test_a_pruned_range_model_can_be_fine_tuned(tmp_path, capsys):

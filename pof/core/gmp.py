@@ -18,7 +18,10 @@ from torch import nn
 from ..errors import PofError
 from .masks import check_sparsity
 from .prune import mask_param, prune, pruned_layers, target_masks
+from .schedules import cubic_sparsity
 from .selection import Patterns, select_weights
+
+__all__ = ["GradualPruner", "check_schedule", "cubic_sparsity"]
 
 
 def check_schedule(start: float, end: float, every: int) -> None:
@@ -28,14 +31,6 @@ def check_schedule(start: float, end: float, every: int) -> None:
                        f"got start={start:g}, end={end:g}")
     if every < 1:
         raise PofError(f"GMP update interval must be >= 1 step, got {every}")
-
-
-def cubic_sparsity(step: int, total: int, sparsity: float, start: float, end: float) -> float:
-    """Zhu & Gupta's schedule: ``sparsity * (1 - (1 - p)^3)``, ``p`` the progress from
-    ``start`` to ``end`` (fractions of ``total`` steps), clamped to [0, 1]."""
-    t0, t1 = start * total, end * total
-    p = 1.0 if step >= t1 else max(0.0, (step - t0) / max(t1 - t0, 1e-9))
-    return sparsity * (1 - (1 - p) ** 3)
 
 
 class GradualPruner:

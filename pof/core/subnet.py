@@ -107,11 +107,18 @@ class SubnetSampler:
         BatchNorm running statistics are left alone (they keep tracking the dense network;
         re-estimate them at deploy time with :func:`pof.recalibrate_bn`).
         """
+        with self.pruned(sparsity):
+            return self.model(x)
+
+    @contextmanager
+    def pruned(self, sparsity: float) -> Iterator[None]:
+        """Every forward pass of the model inside runs pruned at ``sparsity``
+        (straight-through), BatchNorm running statistics left alone."""
         with bn_stats_frozen(self.model):
-            pruned = [(t, _straight_through_target(t, sparsity, self.recover))
-                      for t in self.targets]
-            with weights_replaced(pruned):
-                return self.model(x)
+            pairs = [(t, _straight_through_target(t, sparsity, self.recover))
+                     for t in self.targets]
+            with weights_replaced(pairs):
+                yield
 
 
 @contextmanager

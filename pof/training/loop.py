@@ -25,9 +25,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
-from ..core.gmp import GradualPruner, cubic_sparsity
-from ..core.penalty import L1Penalty, PrunePenalty
-from ..core.subnet import SubnetSampler, bn_stats_frozen, distill_loss
 from ..data import ArrayDataset, load_dataset, make_loader
 from ..errors import ConfigError, DataError
 from .build import build_model
@@ -42,6 +39,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .distributed import setup
 from .evaluate import check_model_takes, evaluate, held_out_split
+from .method_config import method_for
 from .report import write_report
 from .run_dir import (
     append_metrics,
@@ -92,11 +90,8 @@ class Trainer:
         if moved:
             self.log(_check_same_data(last, moved, cfg.data, spec, self.steps_per_epoch))
         self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
-        self.penalty = self._make_penalty()
-        if self.penalty is not None:
-            self.penalty.to(self.device)
-        self.gmp = self._make_gmp()
-        self.subnet, self.subnet_mode = self._make_subnet()
+        self.method = method_for(cfg, self.model, self.total, self.steps_per_epoch,
+                                 self._channel_plan).to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.nesterov and cfg.momentum > 0,
                                    weight_decay=cfg.weight_decay)
@@ -115,17 +110,6 @@ class Trainer:
         if self.main:
             print(msg)
 
-    def _make_penalty(self) -> nn.Module | None:
-        cfg = self.cfg
-        if cfg.penalty == "pof" and cfg.penalty_weight > 0:  # weight 0: sphere (+ subnet) only
-            return PrunePenalty(self.model, cfg.sparsity, cfg.penalty_scope, cfg.penalty_weight,
-                                beta=cfg.penalty_beta, refresh_every=cfg.penalty_refresh,
-                                form=cfg.penalty_form, levels=cfg.penalty_levels,
-                                pattern=cfg.pattern, channels=self._channel_plan())
-        if cfg.penalty == "l1":
-            return L1Penalty(self.model, cfg.l1_weight)
-        return None
-
     def _channel_plan(self):
         """Channel groups for ``structure: channel`` (traced on one input), else None."""
         if self.cfg.structure != "channel":
@@ -134,25 +118,6 @@ class Trainer:
 
         x = torch.zeros(1, *self.train_ds.spec.image_size, device=self.device)
         return channel_groups(self.model, x)
-
-    def _make_gmp(self) -> GradualPruner | None:
-        cfg = self.cfg
-        if cfg.penalty != "gmp":
-            return None
-        return GradualPruner(self.model, cfg.sparsity, self.total, cfg.gmp_start, cfg.gmp_end,
-                             cfg.gmp_every, cfg.penalty_scope)
-
-    def _make_subnet(self) -> tuple[SubnetSampler | None, str]:
-        cfg = self.cfg
-        mode = cfg.subnet_mode
-        if mode == "none":
-            return None, mode
-        if self.proc.world > 1:
-            raise ConfigError("subnet training (a pof range, cram) runs in one process; "
-                              "DDP is not supported for it yet")
-        recover = "mean" if cfg.penalty == "pof" else "zero"
-        return SubnetSampler(self.model, cfg.sparsity, recover, cfg.seed,
-                             how=cfg.subnet_sample), mode
 
     def _loader(self, epoch: int):
         world = self.proc.world
@@ -168,14 +133,16 @@ class Trainer:
                 "data": {"source": self.cfg.data, "mean": list(spec.mean), "std": list(spec.std),
                          "image_size": list(spec.image_size), "classes": list(spec.classes)},
                 "config": dataclasses.asdict(self.cfg), "schedule": self.sched.state_dict(),
-                "epoch_sums": self.sums, "penalty_calls": getattr(self.penalty, "calls", 0)}
+                "epoch_sums": self.sums, "method": self.method.name,
+                "method_state": {k: v for k, v in self.method.state_dict().items()
+                                 if not isinstance(v, torch.Tensor)}}
 
     def save(self, name: str = "last.safetensors") -> None:
         if not self.main:
             return
         extra = {"rng.torch": torch.get_rng_state()}
-        if isinstance(self.penalty, PrunePenalty):
-            extra.update({f"penalty.{k}": v for k, v in self.penalty.state_dict().items()})
+        extra.update({k: v for k, v in self.method.state_dict().items()
+                      if isinstance(v, torch.Tensor)})
         save_checkpoint(self.out / name, self.model, self.meta(), self.opt, extra)
 
     def _resume(self) -> bool:
@@ -195,12 +162,9 @@ class Trainer:
         self.sums = {**_zero_sums(), **meta.get("epoch_sums", {})}
         extra = split(tensors, "extra")
         torch.set_rng_state(extra["rng.torch"])
-        if isinstance(self.penalty, PrunePenalty):
-            masks = [extra[f"penalty.mask_{i}"] for i in range(len(self.penalty.names))
-                     if f"penalty.mask_{i}" in extra]
-            if masks:
-                self.penalty.load_masks(masks)
-            self.penalty.calls = int(meta.get("penalty_calls", 0))
+        # checkpoints before methods were objects kept the penalty's calls in the meta
+        old = {"steps": self.step, "penalty_calls": meta.get("penalty_calls", 0)}
+        self.method.load_state_dict({**old, **extra, **meta.get("method_state", {})})
         if self.main:
             self.metrics = read_metrics(self.out / "metrics.jsonl", self.step, self.log)
             self.log(f"pof: resumed {path} at step {self.step}")
@@ -228,10 +192,6 @@ class Trainer:
             return None
         return SummaryWriter(str(self.out / "tb"))
 
-    def penalty_scale(self) -> float:
-        warm = self.cfg.penalty_warmup * self.steps_per_epoch
-        return 1.0 if warm <= 0 else min(1.0, self.step / warm)
-
     def train_epoch(self, epoch: int) -> bool:
         """Train until the epoch ends (True) or ``max_steps`` is reached (False)."""
         cfg, model, sums = self.cfg, self.ddp, self.sums
@@ -248,7 +208,7 @@ class Trainer:
                     break
                 out, loss, pen = self.train_step(x, y)
                 sums["loss"] += loss.item() * len(y)
-                sums["penalty"] += (pen.item() if pen is not None else 0.0) * len(y)
+                sums["penalty"] += (pen or 0.0) * len(y)
                 sums["correct"] += (out.argmax(1) == y.to(out.device)).sum().item()
                 sums["n"] += len(y)
                 bar.update(1)
@@ -263,7 +223,7 @@ class Trainer:
         return True
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                   ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
         """One optimizer step on a batch: ``(logits, task loss, penalty or None)``."""
         cfg = self.cfg
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
@@ -271,54 +231,18 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         amp = cfg.amp and self.device.type == "cuda"
         with parametrize.cached(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
-            out, loss = self._forward_loss(self.ddp, x, y)
-            if cfg.penalty_ramp and isinstance(self.penalty, PrunePenalty):
-                self.penalty.set_target(cubic_sparsity(self.step, self.total, cfg.sparsity,
-                                                       0.0, cfg.penalty_ramp))
-            pen = (self.penalty() * self.penalty_scale() if self.penalty is not None
-                   else None)
-            total = loss if pen is None else loss + pen
+            out, total = self.method.forward_loss(x, y, self._task_loss, self.ddp)
         total.backward()
         self.lr = self.opt.param_groups[0]["lr"]
         self.opt.step()
         self.sched.step()
         self.step += 1
-        if self.gmp is not None:
-            self.gmp.update(self.step)
-        return out, loss, pen
+        self.method.after_step()
+        pen = self.method.last_regularizer
+        return out, total if pen is None else total - pen, pen
 
-    def _forward_loss(self, model: nn.Module, x: torch.Tensor,
-                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and task loss of one batch, with the pruned-subnetwork term if any."""
-        ls = self.cfg.label_smoothing
-        every = self.cfg.subnet_every
-        if self.subnet is None or self.step % every:
-            out = model(x)
-            return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
-        cfg, sub = self.cfg, self.subnet
-        ss = sub.samples(self.step // every, cfg.subnet_count)  # sandwich over subnet steps
-        kd = cfg.subnet_distill
-        if self.subnet_mode == "split":  # half dense, half pruned: the cost of one pass
-            h = len(x) // 2
-            dense, xp, yp = model(x[:h]), x[h:], y[h:]
-            teacher = None
-            if kd:  # the dense network's outputs on the pruned half: a forward, no backward
-                with torch.no_grad(), bn_stats_frozen(self.model):
-                    teacher = self.model(xp)
-            pruned = torch.cat([sub.forward(c, s) for c, s in zip(xp.chunk(len(ss)), ss,
-                                                                   strict=False)])
-            out = torch.cat([dense, pruned])
-            if not kd:
-                return out, F.cross_entropy(out.float(), y, label_smoothing=ls)
-            d = F.cross_entropy(dense.float(), y[:h], label_smoothing=ls)
-            p = distill_loss(pruned, yp, teacher, kd, ls)
-            return out, (h * d + (len(x) - h) * p) / len(x)
-        out = model(x)  # extra: the whole batch dense and pruned (CrAM+), twice the cost
-        loss = F.cross_entropy(out.float(), y, label_smoothing=ls)
-        for xc, yc, tc, s in zip(x.chunk(len(ss)), y.chunk(len(ss)), out.chunk(len(ss)), ss,
-                                 strict=False):
-            loss = loss + distill_loss(sub.forward(xc, s), yc, tc, kd, ls) * len(yc) / len(y)
-        return out, loss
+    def _task_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing)
 
     def _end_epoch(self, epoch: int, t0: float) -> None:
         n = max(self.sums["n"], 1)
@@ -327,12 +251,7 @@ class Trainer:
                "train_acc": self.sums["correct"] / n,
                **{f"test_{k}": v for k, v in self._test().items()},
                "lr": self.lr, "time_s": round(time.time() - t0, 1)}
-        if isinstance(self.penalty, PrunePenalty):
-            rec["pruned_energy"] = self.penalty.pruned_energy().item()
-            if len(self.penalty.levels) > 1:
-                rec["level_energy"] = self.penalty.level_energies()
-        if self.gmp is not None:
-            rec["gmp_sparsity"] = self.gmp.target(self.step)
+        rec.update(self.method.logs())
         self.metrics.append(rec)
         append_metrics(self.out / "metrics.jsonl", rec)
         if self.tb is not None:
