@@ -29,6 +29,16 @@ def _dense(rows: list[dict], label: str) -> dict | None:
     return next((r for r in rows if r["label"] == label and r["recover"] == "dense"), None)
 
 
+AS_SAVED_MIN = 0.005  # an unpruned run this sparse (measured) is a sparse model "as saved"
+
+
+def _as_saved(row: dict | None) -> float | None:
+    """The measured sparsity of a label's unpruned run when the model was saved sparse
+    (e.g. a GMP checkpoint), else None (a dense model)."""
+    s = float((row or {}).get("measured_sparsity", 0.0))
+    return s if s >= AS_SAVED_MIN else None
+
+
 def _groups(rows: list[dict]) -> list[tuple[str, str]]:
     """Sorted ``(label, recover)`` pairs of the pruned runs."""
     return sorted({(r["label"], r["recover"]) for r in rows if r["recover"] != "dense"})
@@ -41,7 +51,9 @@ def _labels(rows: list[dict]) -> list[str]:
 def markdown_table(rows: list[dict], metric: str = "top1", percent: bool = True) -> str:
     """Markdown table of ``metric``: one row per (label, recover), one column per sparsity.
 
-    The ``dense`` column comes from each label's dense row. Values are percentages with
+    The ``dense`` column comes from each label's unpruned run; where a model was saved
+    sparse (a GMP checkpoint) the column is ``as saved`` and its cell names the measured
+    sparsity (``86.49 @ 70.0%``). Values are percentages with
     two decimals (``percent=False``: the raw value, four decimals); missing runs are blank.
     """
     sparsities = sorted({r["sparsity"] for r in rows if r["recover"] != "dense"})
@@ -52,7 +64,9 @@ def markdown_table(rows: list[dict], metric: str = "top1", percent: bool = True)
         v = float(row[metric])
         return f"{100 * v:.2f}" if percent else f"{v:.4f}"
 
-    header = ["model", "recovery", "dense", *(_pct(s) for s in sparsities)]
+    saved = any(_as_saved(_dense(rows, lab)) is not None for lab in _labels(rows))
+    header = ["model", "recovery", "as saved" if saved else "dense",
+              *(_pct(s) for s in sparsities)]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|",
@@ -60,6 +74,8 @@ def markdown_table(rows: list[dict], metric: str = "top1", percent: bool = True)
     for label, recover in _groups(rows):
         by_s = {r["sparsity"]: r for r in rows if r["label"] == label and r["recover"] == recover}
         dense = cell(_dense(rows, label))
+        if dense and (at := _as_saved(_dense(rows, label))) is not None:
+            dense += f" @ {100 * at:.1f}%"  # a sparse model: its accuracy as saved, and where
         cells = [label, recover, dense, *(cell(by_s.get(s)) for s in sparsities)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -89,7 +105,8 @@ def plot_sweep(
     """Plot ``metric`` (%) against sparsity (%) and save a PNG at ``path``.
 
     One line per (label, recover): solid for mean, dashed for zero recovery, one colour
-    per label; each label's dense value is a point at 0% with a thin dotted line across.
+    per label; each label's unpruned run is a point at its measured sparsity (0% dense,
+    "as saved" for a model saved sparse) with a thin dotted line across.
     """
     plt = _pyplot()
     scale = 100.0 if percent else 1.0
@@ -101,9 +118,11 @@ def plot_sweep(
             dense = _dense(rows, label)
             if dense is not None and metric in dense:
                 y = scale * float(dense[metric])
+                at = _as_saved(dense)
                 ax.axhline(y, color=colors[label], lw=0.8, ls=":", alpha=0.8)
-                name = f"{label} dense" if label else "dense"
-                ax.plot([0.0], [y], "o", color=colors[label], label=name)
+                name = "dense" if at is None else f"as saved ({100 * at:.1f}%)"
+                ax.plot([100 * (at or 0.0)], [y], "o", color=colors[label],
+                        label=f"{label} {name}".strip())
         for label, recover in _groups(rows):
             pts = sorted((r["sparsity"], r[metric]) for r in rows
                          if r["label"] == label and r["recover"] == recover and metric in r)

@@ -24,7 +24,7 @@ def test_demo_quick_writes_table_and_plots(demo, capsys):
         assert (demo / f).stat().st_size > 0, f
     assert (demo / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (demo / "sweep.md").read_text()
-    assert table.startswith("| model | recovery | dense |")
+    assert table.startswith("| model | recovery | as saved |")  # GMP is saved sparse
     assert {"| pof | mean", "| pof | zero", "| standard | mean"} <= {
         "|".join(line.split("|")[:3]).strip() for line in table.splitlines()}
 
