@@ -2,7 +2,10 @@
 
 Core (works on any ``nn.Module``, needs only torch): :func:`to_sphere`,
 :class:`PrunePenalty`, :func:`prune`, :func:`remove`, :func:`sparsity_report`,
-:func:`recalibrate_bn`. Models: :func:`create_model`. Whole channels
+:func:`recalibrate_bn`. Training methods any loop can drive (:class:`OnTheFly` — one
+model for every sparsity in a range —, :class:`OneTarget`, :class:`GMP`, :class:`CramStyle`,
+:class:`L1`; :mod:`pof.methods`). Models: :func:`create_model`; :func:`load` / :func:`save` a
+model with what pof put on it (needs the ``train`` extra). Whole channels
 (:func:`channel_groups`, :func:`prune_channels`, :func:`remove_channels`) and
 :func:`export_onnx` need the ``speed`` extra on first use. Data, training, reports and the
 CLI live in subpackages that need the extras (``pip install pof[all]``).
@@ -24,7 +27,9 @@ _EXPORTS = {
     "core.sphere": ["UnitSphere", "from_sphere", "is_sphere", "to_sphere"],
     "errors": ["PofError"],
     "export.onnx": ["export_onnx"],
+    "methods": ["CramStyle", "GMP", "L1", "Method", "OnTheFly", "OneTarget"],
     "models": ["create_model", "list_models"],
+    "saving": ["load", "save"],
     "structured": ["channel_groups", "prune_channels", "remove_channels"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
@@ -32,13 +37,15 @@ _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __version__ = "0.1.0"
 
 __all__ = [
+    "GMP", "L1", "CramStyle", "Method", "OnTheFly", "OneTarget",
     "FoldedConv1d", "FoldedConv2d", "FoldedConv3d", "FoldedConvTranspose1d",
     "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding", "FoldedLinear",
     "FoldedMultiheadAttention", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
     "Selection", "SparsityReport", "UnitSphere", "channel_groups", "compute_masks",
     "create_model", "export_onnx", "fold", "from_sphere", "is_folded", "is_pruned",
-    "is_sphere", "list_models", "prune", "prune_channels", "recalibrate_bn", "remove",
-    "remove_channels", "select_layers", "select_weights", "sparsity_report", "to_sphere",
+    "is_sphere", "list_models", "load", "prune", "prune_channels", "recalibrate_bn",
+    "remove", "remove_channels", "save", "select_layers", "select_weights", "sparsity_report",
+    "to_sphere",
     "unprune",
 ]
 

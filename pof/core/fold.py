@@ -92,7 +92,24 @@ def remove(model: nn.Module) -> nn.Module:
                 replace_module(model, name, _fold_all(m))
             elif is_folded(m.out_proj) and not is_folded(m):
                 replace_module(model, name, as_folded_attention(m))
+    _refuse_lossy_save_pretrained(model)
     return model
+
+
+def _refuse_lossy_save_pretrained(model: nn.Module) -> None:
+    """A Hugging Face model with folded means: its ``save_pretrained`` raises instead of
+    writing a file whose ``from_pretrained`` drops the ``recovery_mean`` buffers."""
+    if not callable(getattr(model, "save_pretrained", None)) or not any(
+            is_folded(m) for m in model.modules()):
+        return
+
+    def save_pretrained(*args: object, **kwargs: object) -> None:
+        raise PofError("save_pretrained would lose this model's folded means (recovery_mean, "
+                       "which from_pretrained drops): save it with pof.save(model, "
+                       "'m.safetensors') and load it with pof.load('m.safetensors', "
+                       "model=<a fresh model>), or prune with recover='zero'")
+
+    model.save_pretrained = save_pretrained
 
 
 def _fold_all(m: nn.Module) -> nn.Module:

@@ -67,7 +67,10 @@ def list_models() -> list[str]:
 def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
     """Build a registered model; ``num_classes=None`` uses the model's default (1000 or 10)."""
     entry = _entry(name)
-    return entry.fn(num_classes=entry.num_classes if num_classes is None else num_classes, **kwargs)
+    classes = entry.num_classes if num_classes is None else num_classes
+    model = entry.fn(num_classes=classes, **kwargs)
+    model.pof_arch = {"name": name, "num_classes": classes, "kwargs": dict(kwargs)}  # pof.save
+    return model
 
 
 def default_input_size(name: str) -> tuple[int, int, int]:
