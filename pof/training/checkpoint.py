@@ -117,7 +117,8 @@ def save_checkpoint(
     their non-zero values plus a bit mask, so the file shrinks with the sparsity.
     """
     path = Path(path)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = _unshared({f"model.{k}": v.detach().cpu().contiguous()
+                         for k, v in model.state_dict().items()})
     info: dict[str, Any] = {"format": FORMAT, **(meta or {}), "structure": structure(model)}
     if (sel := selection_meta(model)) is not None:
         info["selection"] = sel
@@ -134,6 +135,18 @@ def save_checkpoint(
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"pof": json.dumps(info)})
     return path
+
+
+def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``tensors`` with a copy of each one that shares memory with an earlier one (tied
+    weights, e.g. GPT-2's embedding and head), which safetensors refuses to write."""
+    seen: set[int] = set()
+    for key, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr() if t.numel() else 0
+        if ptr and ptr in seen:
+            tensors[key] = t.clone()
+        seen.add(ptr)
+    return tensors
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
