@@ -63,7 +63,8 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
     for name, entry in struct.items():
         m = dict(model.named_modules()).get(name)
         if m is None:
-            raise CheckpointError(f"checkpoint names layer {name!r}, which the model lacks")
+            raise CheckpointError(f"{where}: checkpoint names layer {name!r}, which the model "
+                                  "lacks")
         if not isinstance(entry, dict) or not all(
                 isinstance(v, list) for k, v in entry.items() if k not in _FLAGS):
             raise _bad(where, f"layer {name!r}: malformed entry {entry!r:.80}")

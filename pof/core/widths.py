@@ -62,16 +62,21 @@ def _resized(m: nn.Module, w: dict[str, Any]) -> nn.Module:
     return new
 
 
-def _valid(w: Any, like: dict[str, Any]) -> bool:
-    return isinstance(w, dict) and set(w) == set(like) and all(
+def _valid(w: Any, own: dict[str, Any]) -> bool:
+    """``w`` has ``own``'s keys and types, sizes from 1 up to the layer's own (removing
+    channels only shrinks a layer), and groups that divide both channel counts."""
+    ok = isinstance(w, dict) and set(w) == set(own) and all(
         isinstance(v, bool) if k == "bias" else
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for k, v in w.items())
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= own[k]
+        for k, v in w.items())
+    return ok and ("groups" not in w or w["in"] % w["groups"] == w["out"] % w["groups"] == 0)
 
 
 def apply_widths(model: nn.Module, widths: Any, where: str = "checkpoint") -> nn.Module:
     """Resize ``model``'s layers to ``widths`` (from :func:`record_widths`), in place;
     None leaves it as it is. Raises :class:`CheckpointError` (naming ``where``) for a layer
-    the model lacks, of another kind, or sizes of the wrong type."""
+    the model lacks, of another kind, or sizes of the wrong type or larger than the
+    model's own (checked before any layer is resized)."""
     if widths is None:
         return model
     if not isinstance(widths, dict):
@@ -86,8 +91,10 @@ def apply_widths(model: nn.Module, widths: Any, where: str = "checkpoint") -> nn
                                   "which this model lacks or has of another kind")
         if not _valid(w, now):
             raise CheckpointError(f"{where}: metadata 'widths' of layer {name!r} is "
-                                  f"malformed: {w!r:.80}")
-        if w != now:
+                                  f"malformed or larger than the model's {now}: {w!r:.80}")
+    for name, w in widths.items():
+        m = mods[name]
+        if w != layer_width(m):
             replace_module(model, name, _resized(m, w))
     object.__setattr__(model, WIDTHS_ATTR, dict(widths))
     return model

@@ -25,8 +25,7 @@ from ..core.structure import apply_selection, apply_structure, selection_meta, s
 from ..core.widths import apply_widths, widths_meta
 from ..errors import CheckpointError
 from ..fileio import atomic_path
-
-FORMAT = "pof-checkpoint/1"
+from .meta_check import FORMAT, check_meta
 
 __all__ = ["CheckpointError", "apply_structure", "load_checkpoint", "load_model_state",
            "load_plain_weights", "model_from_checkpoint", "optimizer_state", "save_checkpoint",
@@ -133,8 +132,22 @@ def save_checkpoint(
         info["compact"] = _encode_sparse(tensors)
     info["sha256"] = _digest(tensors)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"pof": json.dumps(info)})
+        try:
+            save_file(tensors, str(tmp), metadata={"pof": json.dumps(info)})
+        except SafetensorError as e:  # an OS error inside safetensors: the same one line
+            raise _os_error(e) from None
     return path
+
+
+def _os_error(e: SafetensorError) -> OSError:
+    """The OSError behind a safetensors write error (its ``os error N``), for
+    :func:`~pof.fileio.atomic_path` to report as one line."""
+    import re
+
+    code = re.search(r"os error (\d+)", str(e))
+    if code:
+        return OSError(int(code[1]), os.strerror(int(code[1])))
+    return OSError(" ".join(str(e).split()))
 
 
 def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -179,40 +192,24 @@ def _unreadable(path: Path, e: Exception) -> CheckpointError:
                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
-def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
-    """``meta`` if its pof keys have the types pof writes, else a CheckpointError."""
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: metadata is a JSON {type(meta).__name__}, not an object")
-    types = {"structure": dict, "compact": dict, "arch": dict, "optimizer": dict,
-             "config": dict, "data": dict, "step": int}
-    for key, kind in types.items():
-        if key in meta and not isinstance(meta[key], kind):
-            raise CheckpointError(f"{path}: metadata {key!r} is a {type(meta[key]).__name__}, "
-                                  f"expected a {kind.__name__}")
-    for key, val in meta.get("compact", {}).items():
-        ok = (isinstance(val, list) and len(val) == 2 and isinstance(val[0], list)
-              and all(isinstance(d, int) and d >= 0 for d in val[0])
-              and val[1] in ("float32", "float16", "bfloat16", "float64"))
-        if not ok:
-            raise CheckpointError(f"{path}: metadata 'compact' entry {key!r} is malformed")
-    return meta
-
-
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint's metadata alone (no tensors read, no hash checked)."""
+    """A checkpoint's metadata alone (no tensors read, no hash checked), every value
+    checked (:func:`pof.training.meta_check.check_meta`) before anything is built."""
     path = Path(path)
     _check_file(path)
     try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise _unreadable(path, e) from None
     if "pof" not in header:
         raise CheckpointError(f"{path}: a safetensors file without pof metadata")
     try:
-        return _check_meta(path, json.loads(header["pof"]))
+        meta = json.loads(header["pof"])
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: corrupt metadata") from None
+    return check_meta(path, meta, shapes)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -373,6 +373,9 @@ class TrainConfig:
             d = yaml.safe_load(p.read_text()) or {}
         except OSError as e:
             raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not a text (UTF-8) config file: byte {e.start} is "
+                              f"{e.object[e.start:e.start + 1]!r}") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

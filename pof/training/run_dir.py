@@ -60,15 +60,44 @@ class Created:
             shutil.rmtree(self.first_new, ignore_errors=True)
 
 
+def write_error(e: OSError, folder: Path) -> PofError:
+    """One line for an OS error while writing under ``folder``: the path and the cause."""
+    where = e.filename if e.filename else folder
+    return PofError(f"cannot write {where}: {e.strerror or e}")
+
+
 @contextmanager
 def outputs(folder: Path, *names: str) -> Iterator[Path]:
     """Run the block that writes ``names`` into ``folder``; if it fails, remove what it
-    created (the folder if it was new, else the files that were new)."""
+    created (the folder if it was new, else the files that were new). An OS error (a full
+    disk, a read-only or missing place) becomes a one-line PofError naming the path."""
     created = Created(folder, names)
     try:
         yield folder
+    except OSError as e:
+        created.undo()
+        raise write_error(e, folder) from None
     except BaseException:
         created.undo()
+        raise
+
+
+@contextmanager
+def run_outputs(folder: Path) -> Iterator[Path]:
+    """Run a training run that writes into ``folder``. If it fails before a checkpoint
+    (``last.safetensors``) is there to ``--resume``, remove what it created: the folder if
+    it was new, else what was new in it; a run with a checkpoint stays as it is."""
+    created = Created(folder)
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        yield folder
+    except BaseException as e:
+        if not (folder / "last.safetensors").is_file():
+            created.undo()
+            for p in set(folder.iterdir()) - before if folder.is_dir() else ():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if isinstance(e, OSError):
+            raise write_error(e, folder) from None
         raise
 
 
@@ -109,6 +138,9 @@ def write_metrics(path: Path, records: list[dict]) -> None:
 
 
 def append_metrics(path: Path, record: dict) -> None:
-    """Append one record to ``metrics.jsonl``."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one record to ``metrics.jsonl`` (an OS error is a one-line PofError)."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise write_error(e, path.parent) from None
