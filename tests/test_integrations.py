@@ -78,7 +78,7 @@ def test_hf_loss_is_task_loss_plus_warmed_up_penalty(tmp_path, accumulate):
     trainer.state.global_step = 2  # half-way through the warm-up
     loss = trainer.compute_loss(model, dict(batch))
     task = model(**batch).loss
-    pen = trainer.pof.penalty().item() * 0.5
+    pen = trainer.pof.method.penalty().item() * 0.5
     scaled = trainer._loss_is_scaled(None)
     expect = task.item() + pen / (accumulate if scaled else 1)
     assert loss.item() == pytest.approx(expect, rel=1e-5)
@@ -108,7 +108,7 @@ def test_lightning_loss_includes_penalty_and_dict_outputs():
         def on_before_backward(self, trainer, module, loss):
             with torch.no_grad():
                 task = nn.functional.cross_entropy(module.net(self.batch[0]), self.batch[1])
-            self.seen.append((loss.item(), task.item(), cb.pof.last))
+            self.seen.append((loss.item(), task.item(), cb.pof.method.last_regularizer))
 
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(64, 6), torch.randint(0, 3, (64,)))

@@ -97,9 +97,9 @@ def test_penalty_defaults_are_the_measured_ones_everywhere(sparsity, form, weigh
     assert (cfg.penalty_form, cfg.penalty_weight) == (other, 0.0)
     if not isinstance(sparsity, float):
         return
-    from pof.integrations.schedule import ScheduledPenalty  # HF and Lightning use it
+    from pof.integrations.driver import make_method  # HF and Lightning use it
 
-    pen = ScheduledPenalty(_net(), sparsity).penalty
+    pen = make_method(_net(), sparsity).penalty
     assert (pen.form, pen.weight) == (form, weight)
 
 

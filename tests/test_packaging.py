@@ -48,7 +48,7 @@ def test_core_code_never_imports_optional_or_outer_packages():
 
 
 def test_integrations_import_their_libraries_only_when_used():
-    code = ("import sys, pof.integrations, pof.integrations.schedule; print(sorted(m for m in "
+    code = ("import sys, pof.integrations, pof.integrations.driver; print(sorted(m for m in "
             "sys.modules if m.split('.')[0] in {'transformers', 'lightning', "
             "'pytorch_lightning', 'yaml', 'safetensors'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

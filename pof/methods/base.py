@@ -80,8 +80,22 @@ class Method:
                      model: nn.Module | None = None) -> tuple[Any, Tensor]:
         """``(outputs, loss)`` of one batch: the task loss plus the method's terms.
         ``model`` is what runs the forward pass (e.g. a DDP wrapper of the model)."""
-        out = call(model or self.model, inputs)
-        return out, self.with_regularizer(loss_fn(out, targets))
+        def run(batch: tuple[Any, Any], m: nn.Module) -> tuple[Any, Tensor]:
+            out = call(m, batch[0])
+            return out, loss_fn(out, batch[1])
+
+        return self.step_loss(run, (inputs, targets), model)
+
+    def step_loss(self, run: Callable[[Any, nn.Module], tuple[Any, Tensor]], batch: Any,
+                  model: nn.Module | None = None, reg_scale: float = 1.0
+                  ) -> tuple[Any, Tensor]:
+        """:meth:`forward_loss` for a loop that computes a batch's loss its own way:
+        ``run(batch, model)`` returns ``(outputs, task loss)`` of any part of ``batch``
+        (sliced along the first axis of every tensor in it); the method's term is added
+        times ``reg_scale`` (e.g. 1 / gradient-accumulation steps where the loop does not
+        divide the loss)."""
+        out, loss = run(batch, model or self.model)
+        return out, self.with_regularizer(loss, reg_scale)
 
     def loss(self, inputs: Any, targets: Any, loss_fn: LossFn,
              model: nn.Module | None = None) -> Tensor:
@@ -92,10 +106,11 @@ class Method:
         """The term this step adds to a task loss (None: nothing)."""
         return None
 
-    def with_regularizer(self, loss: Tensor) -> Tensor:
+    def with_regularizer(self, loss: Tensor, scale: float = 1.0) -> Tensor:
+        """``loss`` + ``scale`` x :meth:`regularizer` (its value kept for logging)."""
         reg = self.regularizer()
         self.last_regularizer = None if reg is None else float(reg.detach())
-        return loss if reg is None else loss + reg.to(loss.device)
+        return loss if reg is None else loss + scale * reg.to(loss.device)
 
     def after_step(self) -> None:
         """Call after each optimizer step."""

@@ -22,7 +22,7 @@ from ..core.masks import check_range
 from ..core.selection import Patterns
 from ..core.subnet import SubnetSampler, bn_stats_frozen
 from ..errors import PofError
-from .base import LossFn, batch_size, call, logits_of, sliced
+from .base import batch_size, logits_of, sliced
 from .penalized import OneTarget
 
 Run = Callable[[Any, nn.Module], tuple[Any, Tensor]]  # (batch, model) -> (outputs, loss)
@@ -86,24 +86,12 @@ class OnTheFly(OneTarget):
         self.sampler = SubnetSampler(model, rng, recover, seed, include, exclude, how=sample)
         self.distill, self.subnets, self.every, self.split = float(distill), subnets, every, split
 
-    # -- the step
-    def forward_loss(self, inputs: Any, targets: Any, loss_fn: LossFn,
-                     model: nn.Module | None = None) -> tuple[Any, Tensor]:
-        def run(batch: Any, m: nn.Module) -> tuple[Any, Tensor]:
-            out = call(m, batch[0])
-            return out, loss_fn(out, batch[1])
-
-        return self.step_loss(run, (inputs, targets), model)
-
-    def step_loss(self, run: Run, batch: Any, model: nn.Module | None = None
-                  ) -> tuple[Any, Tensor]:
-        """:meth:`forward_loss` for a loop that computes a batch's loss its own way:
-        ``run(batch, model)`` returns ``(outputs, task loss)`` of any part of ``batch``
-        (sliced along the first axis of every tensor in it)."""
+    def step_loss(self, run: Run, batch: Any, model: nn.Module | None = None,
+                  reg_scale: float = 1.0) -> tuple[Any, Tensor]:
+        """The dense and pruned passes of one step (see :meth:`Method.step_loss`)."""
         net = model or self.model
         if self.steps % self.every:
-            out, loss = run(batch, net)
-            return out, self.with_regularizer(loss)
+            return super().step_loss(run, batch, net, reg_scale)
         ss = self.sampler.samples(self.steps // self.every, self.subnets)
         n = batch_size(batch)
         if self.split:
@@ -112,11 +100,11 @@ class OnTheFly(OneTarget):
             teacher = self._teacher(run, sliced(batch, h, n)) if self.distill else None
             outs, loss = self._pruned(run, batch, h, n, ss, teacher)
             loss = (h * dense_loss + (n - h) * loss) / n
-            return _joined([dense, *outs]), self.with_regularizer(loss)
+            return _joined([dense, *outs]), self.with_regularizer(loss, reg_scale)
         dense, loss = run(batch, net)  # the whole batch dense, then pruned (CrAM+)
         teacher = logits_of(dense).detach() if self.distill else None
         outs, pruned_loss = self._pruned(run, batch, 0, n, ss, teacher)
-        return dense, self.with_regularizer(loss + pruned_loss)
+        return dense, self.with_regularizer(loss + pruned_loss, reg_scale)
 
     def _teacher(self, run: Run, batch: Any) -> Tensor:
         """The dense network's logits on ``batch``: no gradient, BatchNorm statistics kept."""
