@@ -49,7 +49,9 @@ def trained(tmp_path_factory):
 
 
 def _out(capsys) -> str:
-    return capsys.readouterr().out
+    """Everything printed: results on stdout, the one-line data notes on stderr."""
+    got = capsys.readouterr()
+    return got.out + got.err
 
 
 def test_eval_says_it_uses_the_recorded_data_and_refuses_other_data_there(trained, tmp_path,

@@ -54,7 +54,7 @@ def _pick_data(args: argparse.Namespace, meta: dict, ckpt: str, cmd: str,
                        "pass --data PATH")
     if not is_builtin(src) and not Path(src).expanduser().exists():
         if not required:
-            print(f"pof {cmd}: {ckpt} was trained on {src}, which is not there from here "
+            _note(f"pof {cmd}: {ckpt} was trained on {src}, which is not there from here "
                   "(--data PATH to use another copy)")
             return None
         raise PofError(f"{ckpt} was trained on {src}, which is not there from here; "
@@ -65,9 +65,16 @@ def _pick_data(args: argparse.Namespace, meta: dict, ckpt: str, cmd: str,
                        f"({diff}); pass --data PATH")
     where, was = resolved(src), rec.get("resolved")
     copy = f", another copy than the recorded {was}" if was and was != where else ""
-    print(f"pof {cmd}: data {where} (recorded in {ckpt}{copy}; same classes, image size "
+    _note(f"pof {cmd}: data {where} (recorded in {ckpt}{copy}; same classes, image size "
           "and statistics)")
     return where
+
+
+def _note(line: str) -> None:
+    """One line about what a command chose, on stderr (stdout keeps its results)."""
+    import sys
+
+    print(line, file=sys.stderr)
 
 
 def _data_meta(meta: dict, data: str | None) -> dict:
@@ -200,7 +207,7 @@ def _init_data(args: argparse.Namespace, cfg):
     if "data" in vars(args) or _recipe_sets(args, "data"):
         diff = data_difference(rec, spec_summary(load_dataset(cfg.data, "train").spec))
         if diff:
-            print(f"pof train: training on {cfg.data}, not on the data {cfg.init} was trained "
+            _note(f"pof train: training on {cfg.data}, not on the data {cfg.init} was trained "
                   f"on ({rec['source']}: {diff})")
         return cfg
     data = _data_source(argparse.Namespace(data=None), meta, cfg.init, "train")
