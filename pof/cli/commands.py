@@ -268,6 +268,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
         n0 = sum(p.numel() for p in model.parameters())
         _prune_channels(model, meta, args, data)
+        _say_channel_recovery(model, meta, args, n0)
     else:
         prune(model, args.sparsity, scope=args.scope, pattern=args.pattern,
               recover=args.recover, exclude=args.exclude)
@@ -331,6 +332,31 @@ def _prune_channels(model, meta: dict, args: argparse.Namespace, data: str | Non
         batches = make_loader(ds, args.batch_size, train=True, augment=False, seed=0)
     prune_channels(model, args.sparsity, _example_input(meta), args.recover, batches,
                    args.mean_batches, args.importance, args.exclude)
+
+
+def _say_channel_recovery(model, meta: dict, args: argparse.Namespace, n0: int) -> None:
+    """Say where mean recovery put the removed channels' means (a model without BatchNorm:
+    into biases, new ones where a layer had none) and, for a checkpoint whose channels were
+    already removed, that the fraction is of the channels it has now."""
+    import torch
+
+    from ..core.channel_masks import recovery_summary
+    from ..models import create_model
+
+    if args.recover == "mean":
+        n = recovery_summary(model)
+        print(f"pof prune: mean recovery folds each removed channel's mean into the next "
+              f"BatchNorm's running mean ({n['batchnorm']} layers) or, where there is none, "
+              f"into the layer's bias ({n['bias']} layers, {n['new bias']} given a new bias)"
+              + ("; no BatchNorm to re-estimate" if not n["batchnorm"] else ""))
+    if "widths" in meta:
+        arch = meta["arch"]
+        with torch.device("meta"):
+            own = sum(p.numel() for p in create_model(
+                arch["name"], arch["num_classes"], **arch.get("kwargs", {})).parameters())
+        print(f"pof prune: note: {args.checkpoint} already had channels removed ({n0:,} of "
+              f"{arch['name']}'s {own:,} parameters); --sparsity {args.sparsity:g} removes "
+              "that fraction of the channels it has now")
 
 
 def _check_channel_flags(args: argparse.Namespace) -> None:

@@ -139,19 +139,38 @@ def clear_channels(model: nn.Module) -> None:
         object.__delattr__(model, PLAN_ATTR)
 
 
-def fold_channel_recovery(model: nn.Module) -> None:
-    """Move each consumer's mean-recovery constant into its BatchNorm or bias, in place."""
+def _recovery_targets(model: nn.Module) -> dict[str, tuple[str, nn.Module | None]]:
+    """Where each consumer's mean-recovery constant goes: ``"batchnorm"`` (the next
+    BatchNorm's running mean), ``"bias"`` (its own bias) or ``"new bias"`` (a bias added to
+    a layer that had none), with the BatchNorm."""
     norms = following_norms(model)
     mods = dict(model.named_modules())
-    for name, m in list(mods.items()):
-        d = _take_recovery(m)
-        if d is None:
-            continue
-        with torch.no_grad():
+    out = {}
+    for name, m in mods.items():
+        if hasattr(m, "_pof_channel_hook"):
             bn = mods[norms[name]] if name in norms else None
-            if bn is not None and bn.track_running_stats:
+            out[name] = (("batchnorm", bn) if bn is not None and bn.track_running_stats
+                         else ("bias" if m.bias is not None else "new bias", None))
+    return out
+
+
+def recovery_summary(model: nn.Module) -> dict[str, int]:
+    """How many consumers' mean-recovery constants :func:`fold_channel_recovery` will fold
+    into a BatchNorm, an existing bias, or a new bias (a model without BatchNorm)."""
+    kinds = [kind for kind, _ in _recovery_targets(model).values()]
+    return {k: kinds.count(k) for k in ("batchnorm", "bias", "new bias")}
+
+
+def fold_channel_recovery(model: nn.Module) -> None:
+    """Move each consumer's mean-recovery constant into its BatchNorm or bias, in place."""
+    mods = dict(model.named_modules())
+    for name, (kind, bn) in _recovery_targets(model).items():
+        m = mods[name]
+        d = _take_recovery(m)
+        with torch.no_grad():
+            if kind == "batchnorm":
                 bn.running_mean.sub_(d)  # bn(z + d) with mean m == bn(z) with mean m - d
-            elif m.bias is not None:
+            elif kind == "bias":
                 m.bias.add_(d)
             else:
                 m.bias = nn.Parameter(d.clone())

@@ -3,6 +3,7 @@ left as it was when the start fails. Holds ``config.yaml`` and ``metrics.jsonl``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PofError
-from ..fileio import write_text
+from ..fileio import atomic_write, write_text
 
 
 def check_out_dir(out: str | os.PathLike, what: str = "--out") -> Path:
@@ -82,20 +83,34 @@ def outputs(folder: Path, *names: str) -> Iterator[Path]:
         raise
 
 
+RUN_RECORDS = ("config.yaml", "metrics.jsonl")  # what a run rewrites before a checkpoint
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+
+
 @contextmanager
 def run_outputs(folder: Path) -> Iterator[Path]:
-    """Run a training run that writes into ``folder``. If it fails before a checkpoint
-    (``last.safetensors``) is there to ``--resume``, remove what it created: the folder if
-    it was new, else what was new in it; a run with a checkpoint stays as it is."""
+    """Run a training run that writes into ``folder``. If it fails before writing a
+    checkpoint (``last.safetensors`` as it was), leave the folder as it was: remove what
+    was new (the folder itself if it was), restore ``config.yaml`` and ``metrics.jsonl``.
+    A run that wrote a checkpoint keeps everything, to ``--resume``."""
     created = Created(folder)
     before = set(folder.iterdir()) if folder.is_dir() else set()
+    records = {n: (folder / n).read_bytes() for n in RUN_RECORDS if (folder / n).is_file()}
+    last = _stamp(folder / "last.safetensors")
     try:
         yield folder
     except BaseException as e:
-        if not (folder / "last.safetensors").is_file():
+        if _stamp(folder / "last.safetensors") == last:
             created.undo()
             for p in set(folder.iterdir()) - before if folder.is_dir() else ():
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            for name, data in records.items():
+                if (folder / name).read_bytes() != data:
+                    with contextlib.suppress(PofError):  # a full disk: it stays as it is
+                        atomic_write(folder / name, lambda f, data=data: f.write(data))
         if isinstance(e, OSError):
             raise write_error(e, folder) from None
         raise
