@@ -87,8 +87,7 @@ def test_crafted_metadata_is_one_line_and_allocates_nothing(fx, tmp_path, capsys
     assert _tree(tmp_path, ckpt) == before
 
 
-MEMORY = ["kwargs-width-36gb", "widths-huge", "widths-36gb", "image-huge", "image-negative",
-          "image-str", "config-sparsity-str", "config-sparsity-empty", "compact-huge"]
+MEMORY = hostile.MEMORY
 
 
 @pytest.mark.parametrize("cmd", CMDS)
