@@ -63,6 +63,13 @@ MEMORY = ["kwargs-width-4gb", "widths-huge", "widths-36gb", "image-huge", "image
           "image-str", "config-sparsity-str", "config-sparsity-empty", "compact-huge"]
 
 
+def _group(meta: dict, **values: Any) -> dict:
+    """``meta`` with ``values`` set in its optimizer's first parameter group."""
+    groups = meta["optimizer"]["param_groups"]
+    return {**meta, "optimizer": {**meta["optimizer"],
+                                  "param_groups": [{**groups[0], **values}, *groups[1:]]}}
+
+
 def metadata_cases() -> list[tuple[str, str, Edit]]:
     """``(id, base, edit)``: a crafted copy of checkpoint ``base`` ("ok": a saved model,
     "run": a training run's ``last.safetensors``) for every key the reader accepts."""
@@ -83,6 +90,14 @@ def metadata_cases() -> list[tuple[str, str, Edit]]:
         ("optimizer-param-negative", "run", "optimizer",
          {"param_groups": [{"params": [-1]}], "state": {}}),
         ("optimizer-state-key", "run", "optimizer", {"param_groups": [], "state": {"x": {}}}),
+        ("optimizer-groups-empty", "run", "optimizer", {"param_groups": [], "state": {}}),
+        ("optimizer-params-short", "run", None, lambda m: _group(m, params=[0])),
+        ("optimizer-lr-str", "run", None, lambda m: _group(m, lr="x")),
+        ("optimizer-momentum-negative", "run", None, lambda m: _group(m, momentum=-1)),
+        ("schedule-lrs-str", "run", "schedule.base_lrs", "x"),
+        ("schedule-lrs-two", "run", "schedule.base_lrs", [0.1, 0.1]),
+        ("schedule-step-str", "run", "schedule.last_epoch", "x"),
+        ("step-huge", "run", "step", 10**30),
         ("method-int", "run", "method", 5), ("method-state-list", "run", "method_state", []),
         ("arch-str", "ok", "arch", "small_cnn"), ("arch-name-int", "ok", "arch.name", 5),
         ("arch-unknown", "ok", "arch.name", "nope"),

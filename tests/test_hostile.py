@@ -63,13 +63,27 @@ def _crafted(fx, cid: str, base: str, edit) -> Path:
     return path
 
 
-def test_every_checked_key_is_fuzzed():
+def _meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["pof"])
+
+
+def test_every_key_the_reader_checks_is_fuzzed(fx):
+    """Each key :mod:`pof.training.meta_check` checks is changed by at least one case."""
+    import copy
+
     from pof.training.meta_check import CHECKS
 
-    fuzzed = {cid.split("-")[0].replace("image", "data").replace("classes", "arch")
-              .replace("kwargs", "arch").replace("meta", "format") for cid, _, _ in META}
-    keys = {k.split("_")[0] for k in CHECKS}
-    assert keys <= fuzzed | {"sha256"}, keys - fuzzed
+    src = {"ok": _meta(fx["ok"]), "run": _meta(fx["run"] / "last.safetensors")}
+    touched = set()
+    for _, base, edit in META:
+        new = edit(copy.deepcopy(src[base]))
+        if isinstance(new, dict):
+            touched |= {k for k in new.keys() | src[base].keys()
+                        if new.get(k) != src[base].get(k)}
+    assert set(CHECKS) <= touched, set(CHECKS) - touched
     assert len(META) >= 70
 
 

@@ -53,14 +53,33 @@ def _scalar(v: Any) -> bool:
 
 
 def _optimizer(v: Any) -> bool:
+    """SGD's state as pof saves it: groups of parameter ids 0..n-1 (each once) with
+    hyper-parameters >= 0 (flags as booleans), state only for those ids."""
     groups, state = (v.get("param_groups"), v.get("state")) if isinstance(v, dict) else (0, 0)
-    return (isinstance(groups, list) and all(
-        _str_keys(g) and isinstance(g.get("params"), list)
-        and all(_int(i) for i in g["params"])
-        and all(_scalar(x) for k, x in g.items() if k != "params") for g in groups)
-        and _str_keys(state) and all(
-            k.isdigit() and _str_keys(s) and all(_scalar(x) for x in s.values())
-            for k, s in state.items()))
+    if not (isinstance(groups, list) and groups and _str_keys(state)):
+        return False
+    ids: list[Any] = []
+    for g in groups:
+        if not (_str_keys(g) and isinstance(g.get("params"), list)):
+            return False
+        ids += g["params"]
+        for k, x in g.items():
+            if k in ("lr", "initial_lr", "momentum", "dampening", "weight_decay"):
+                if not (_num(x) and x >= 0):
+                    return False
+            elif k != "params" and not (x is None or isinstance(x, bool | str)):
+                return False
+    return (all(_int(i) for i in ids) and sorted(ids) == list(range(len(ids)))
+            and all(k.isdigit() and int(k) < len(ids) and _str_keys(s)
+                    and all(_scalar(x) for x in s.values()) for k, s in state.items()))
+
+
+def _schedule(v: Any) -> bool:
+    """A ``LambdaLR`` state: its step counters and learning rates."""
+    kinds = {"base_lrs": "lrs", "_last_lr": "lrs", "last_epoch": -1, "_step_count": 0}
+    return _str_keys(v) and all(
+        (isinstance(x, list) and all(_num(r) and r >= 0 for r in x)) if kinds.get(k) == "lrs"
+        else _int(x, kinds[k]) if k in kinds else _scalar(x) for k, x in v.items())
 
 
 def _data(v: Any) -> bool:
@@ -113,8 +132,7 @@ CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "penalty_calls": ("a whole number >= 0", _int),
     "epoch_sums": ("a mapping of names to numbers", lambda v: _str_keys(v)
                    and all(_num(x) for x in v.values())),
-    "schedule": ("a mapping of plain values", lambda v: _str_keys(v)
-                 and all(_scalar(x) for x in v.values())),
+    "schedule": ("a LambdaLR state: step counts >= 0, learning rates >= 0", _schedule),
     "optimizer": ("{param_groups: [...], state: {...}} of plain values", _optimizer),
     "arch": ("{name, num_classes, kwargs}", lambda v: _str_keys(v) and _str_keys(
         v.get("kwargs", {})) and all(_scalar(x) for x in v.get("kwargs", {}).values())),
@@ -148,6 +166,7 @@ def check_meta(path: str | Path, meta: Any, shapes: Shapes) -> dict[str, Any]:
             raise CheckpointError(f"{path}: metadata {key!r} is a {type(meta[key]).__name__} "
                                   f"that does not fit ({meta[key]!r:.60}); expected {what}")
     _check_config(path, meta.get("config"))
+    _check_optimizer(path, meta, shapes)
     dense = _check_compact(path, meta.get("compact", {}), shapes)
     if meta.get("arch"):
         _check_model(path, meta, dense)
@@ -167,6 +186,25 @@ def _check_config(path: str | Path, config: dict | None) -> None:
         TrainConfig.from_dict({k: v for k, v in config.items() if k in names})
     except ConfigError as e:
         raise CheckpointError(f"{path}: metadata 'config': {e}") from None
+
+
+def _check_optimizer(path: str | Path, meta: dict, shapes: Shapes) -> None:
+    """The optimizer's groups, learning rates and tensors agree: a ``base_lrs`` per group,
+    a tensor ``optim.I.*`` only for a parameter id I of the groups."""
+    opt, sched = meta.get("optimizer"), meta.get("schedule") or {}
+    if opt is None:
+        return
+    n = sum(len(g["params"]) for g in opt["param_groups"])
+    ids = {int(k.split(".")[1]) for k in shapes if k.startswith("optim.")
+           and k.split(".")[1].isdigit()}
+    lrs = [sched[k] for k in ("base_lrs", "_last_lr") if k in sched]
+    if "step" in meta and sched.get("last_epoch", meta["step"]) != meta["step"]:
+        raise CheckpointError(f"{path}: metadata 'step' {meta['step']} is not the schedule's "
+                              f"step {sched['last_epoch']}")
+    if any(i >= n for i in ids) or any(len(x) != len(opt["param_groups"]) for x in lrs):
+        raise CheckpointError(f"{path}: metadata 'optimizer' / 'schedule' do not match the "
+                              f"optimizer tensors stored ({n} parameters, "
+                              f"{len(opt['param_groups'])} groups)")
 
 
 def _check_compact(path: str | Path, info: dict, shapes: Shapes) -> Shapes:
