@@ -1,17 +1,19 @@
 """Every value a checkpoint's JSON metadata carries, checked in one place before any
 tensor is built from it: its type, its sign and a bound.
 
-The bounds come from the file and the architecture, not from constants: the model the
-metadata describes (``arch`` + ``widths``, sized on the meta device) may hold no more
-values than the file's own ``model.*`` tensors; channel-pruned widths no larger than the
-architecture's own (:mod:`pof.core.widths`); a compact tensor no larger than its bit mask
-covers; an image size that the model takes, with activations for one image within
-:data:`ACTIVATION_FACTOR` times those at the architecture's own input size (at least
-:data:`MIN_ACTIVATION_BYTES`). Anything else is a one-line :class:`CheckpointError`.
+The bounds come from the file and the architecture: the model the metadata describes
+(``arch`` + ``widths``, sized on the meta device) may hold no more values than the file's
+own ``model.*`` tensors; channel-pruned widths no larger than the architecture's own
+(:mod:`pof.core.widths`); a compact tensor no larger than its bit mask covers; optimizer
+groups and LR schedule that match the optimizer tensors and the step; an image size that
+the model takes, with activations for one image within :data:`ACTIVATION_FACTOR` times
+those at the architecture's own input size (at least :data:`MIN_ACTIVATION_BYTES`).
+Anything else is a one-line :class:`CheckpointError`, raised before any tensor exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -175,8 +177,6 @@ def check_meta(path: str | Path, meta: Any, shapes: Shapes) -> dict[str, Any]:
 
 def _check_config(path: str | Path, config: dict | None) -> None:
     """The recorded training config takes the values a config file could."""
-    import dataclasses
-
     from .config import TrainConfig
 
     if not config:
