@@ -114,6 +114,8 @@ def metadata_cases() -> list[tuple[str, str, Edit]]:
         ("data-mean-str", "ok", "data.mean", "x"),
         ("data-std-zero", "ok", "data", {"source": "digits", "mean": [0.1], "std": [0]}),
         ("data-mean-lengths", "ok", "data", {"source": "digits", "mean": [1, 2], "std": [1]}),
+        ("data-mean-channels", "ok", "data", {"source": "digits", "mean": [0.1, 0.2, 0.3],
+                                               "std": [1, 1, 1], "image_size": [1, 8, 8]}),
         ("data-classes-int", "ok", "data.classes", 5),
         ("image-negative", "ok", "data.image_size", [-1, 8, 8]),
         ("image-str", "ok", "data.image_size", ["1", "8", "8"]),

@@ -259,9 +259,13 @@ def _check_model(path: str | Path, meta: dict, shapes: Shapes) -> None:
     if need > have:
         raise CheckpointError(f"{path}: metadata 'arch'/'widths' describe a model of {need:,} "
                               f"values but the file holds {have:,}")
-    size = (meta.get("data") or {}).get("image_size")
+    data = meta.get("data") or {}
+    size = data.get("image_size")
     if size is None:
         return
+    if "mean" in data and len(data["mean"]) != size[0]:
+        raise CheckpointError(f"{path}: metadata 'data' has {len(data['mean'])} channel "
+                              f"means for images of {size[0]} channels")
     probe.eval()
     own = default_input_size(arch["name"])
     try:
