@@ -15,13 +15,12 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from ..errors import PofError
 from .bn_recal import model_device
 from .channels import ChannelPlan
 from .masks import check_choice, check_sparsity
-from .prune import RECOVER, PruneMask, refuse_pruned
+from .prune import RECOVER, PruneMask, refuse_pruned, register
 from .sphere import following_norms
 
 PLAN_ATTR = "pof_channel_plan"
@@ -110,7 +109,7 @@ def mask_channels(
     plan.select(ratio, plan.scores(weights) if scores is None else scores)
     masks = plan.masks(weights)
     for name, mask in masks.items():
-        parametrize.register_parametrization(mods[name], "weight", PruneMask(mask), unsafe=True)
+        register(mods[name], "weight", PruneMask(mask), unsafe=True)
     if recover == "mean":
         means = input_means(model, list(masks), batches, num_batches)
         for name, mask in masks.items():

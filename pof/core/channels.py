@@ -14,6 +14,7 @@ scores and its column masks need torch only, so the penalty can use them.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,11 @@ class ChannelPlan:
     groups: list[ChannelGroup]
     example_inputs: Tensor
     tracer_groups: list = field(default_factory=list, repr=False)
+
+    def __deepcopy__(self, memo: dict) -> ChannelPlan:
+        """A copy without ``tracer_groups``: they hold the traced model's own modules and
+        autograd nodes (and are used only right after tracing, for importance scores)."""
+        return ChannelPlan(copy.deepcopy(self.groups, memo), self.example_inputs.clone(), [])
 
     @property
     def consumers(self) -> list[str]:

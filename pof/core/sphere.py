@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
-from .prune import is_pruned
+from .prune import is_pruned, own_class, register
 from .selection import (
     Patterns,
     empty_like_layer,
@@ -225,7 +225,7 @@ def to_sphere(
             else:
                 param = UnitSphere(scale=n if not cosine else torch.ones_like(n),
                                    unit_dim=t.unit_dim)
-            parametrize.register_parametrization(m, t.attr, param)
+            register(m, t.attr, param)
     record_selection(model, sel)
     return model
 
@@ -254,5 +254,5 @@ def from_sphere(model: nn.Module) -> nn.Module:
             )
     for _, m in layers:
         for attr in sphere_attrs(m):
-            parametrize.remove_parametrizations(m, attr, leave_parametrized=True)
+            parametrize.remove_parametrizations(own_class(m), attr, leave_parametrized=True)
     return model

@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from ..errors import CheckpointError
 from .fold import fold
 from .folded import as_folded_attention, is_folded
-from .prune import MEAN_SCOPES, RECOVER, PruneMask
+from .prune import MEAN_SCOPES, RECOVER, PruneMask, register
 from .selection import Selection, record_selection, recorded_selection, replace_module
 from .sphere import COSINE_KINDS, UnitSphere, as_cosine, is_cosine
 from .targets import Target, weight_target
@@ -86,7 +86,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
             if attr != target.attr:
                 raise _bad(where, f"layer {name!r} has no prunable weight {attr!r}")
             for p in chain:
-                parametrize.register_parametrization(m, attr, _parametrization(
+                register(m, attr, _parametrization(
                     p, getattr(m, attr), target, where, name))
     return model
 
@@ -97,7 +97,7 @@ def _folded_like(m: nn.Module, target: Target) -> nn.Module:
         return as_folded_attention(m)
     tmp = PruneMask(torch.ones_like(m.weight, dtype=torch.bool), "mean", "unit",
                     target.unit_dim)
-    parametrize.register_parametrization(m, "weight", tmp)
+    register(m, "weight", tmp)
     return fold(m)
 
 

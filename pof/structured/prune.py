@@ -16,6 +16,7 @@ from ..core.channel_masks import (
     mask_channels,
 )
 from ..core.masks import check_choice
+from ..core.prune import own_class
 from ..core.selection import Patterns
 from ..core.sphere import is_cosine
 from ..core.widths import record_widths
@@ -60,7 +61,7 @@ def _bake(model: nn.Module) -> None:
     for m in list(model.modules()):
         if parametrize.is_parametrized(m):
             for p in list(m.parametrizations):
-                parametrize.remove_parametrizations(m, p, leave_parametrized=True)
+                parametrize.remove_parametrizations(own_class(m), p, leave_parametrized=True)
 
 
 def remove_channels(model: nn.Module, check: bool = True) -> nn.Module:
