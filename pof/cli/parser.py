@@ -15,7 +15,18 @@ from ..errors import PofError
 from . import commands
 
 
+class _Formatter(argparse.HelpFormatter):
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, _Switch):  # --flag, --no-flag (a value is still accepted)
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)
+
     def error(self, message: str) -> None:  # one line, exit code 2
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -74,19 +85,83 @@ def _csv(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
-def _add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
-    """One ``--flag`` per TrainConfig field; unset flags keep the config/recipe value."""
-    from ..training.config import TrainConfig
+# ``pof train --help`` in sections; a TrainConfig field missing here is listed under "other"
+GROUPS: dict[str, tuple[str, ...]] = {
+    "model and data": ("model", "data", "init", "workers"),
+    "optimisation": ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+                     "schedule", "warmup_epochs", "label_smoothing"),
+    "method": ("penalty", "penalty_weight", "penalty_warmup", "penalty_ramp",
+               "penalty_refresh", "penalty_beta", "penalty_form", "penalty_levels", "subnet",
+               "subnet_every", "subnet_distill", "subnet_sample", "subnet_count", "gmp_start",
+               "gmp_end", "gmp_every", "l1_weight", "sphere", "cosine"),
+    "pruning": ("sparsity", "structure", "pattern", "penalty_scope", "exclude"),
+    "run control": ("out", "seed", "max_steps", "ckpt_every", "device", "amp",
+                    "channels_last"),
+    "logging": ("progress", "log_every", "tensorboard"),
+}
+# flags `pof finetune` takes from TrainConfig: it trains the pruned model plainly, masks fixed
+FINETUNE_SKIP = frozenset({
+    "model", "out", "init", "penalty", "sphere", "cosine", "sparsity", "exclude",
+    "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh", "penalty_beta",
+    "penalty_form", "penalty_ramp", "penalty_levels", "l1_weight", "structure", "pattern",
+    "subnet", "subnet_every", "subnet_distill", "subnet_sample", "subnet_count", "gmp_start",
+    "gmp_end", "gmp_every"})
 
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip or f.name == "model_kwargs":
+
+class _Switch(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag``; ``--flag true|false`` (and ``auto`` where the field
+    allows it) still work, as recipes and scripts wrote them."""
+
+    def __init__(self, option_strings: list[str], dest: str, parse: Callable[[str], Any],
+                 **kw: Any) -> None:
+        super().__init__(option_strings, dest, **kw)
+        self.nargs, self.parse = "?", parse
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        negative = option_string is not None and option_string.startswith("--no-")
+        if negative and values is not None:
+            parser.error(f"{option_string} takes no value (use {option_string} or "
+                         f"--{option_string[5:]} VALUE)")
+        try:
+            value = not negative if values is None else self.parse(values)
+        except argparse.ArgumentTypeError as e:
+            yes, no = self.option_strings
+            parser.error(f"argument {yes}: {e} (a switch: {yes} or {no})")
+        setattr(namespace, self.dest, value)
+
+
+
+def _add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
+                      shown: dict[str, str] | None = None) -> None:
+    """One ``--flag`` per TrainConfig field in sections (:data:`GROUPS`); switches as
+    ``--flag/--no-flag``; unset flags keep the config/recipe value. ``shown``: a command's
+    own default of a field, as its help says it."""
+    from ..training.config import Bool, TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)
+              if f.name not in skip and f.name != "model_kwargs"}
+    placed = {n for names in GROUPS.values() for n in names}
+    sections = [(title, [n for n in names if n in fields]) for title, names in GROUPS.items()]
+    sections.append(("other", [n for n in fields if n not in placed]))
+    for title, names in sections:
+        if not names:
             continue
-        kind = f.metadata["kind"]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS,
-                       type=_arg(lambda text, k=kind, n=f.name: k.check(n, k.parse(text)),
-                                 f.name),
-                       help=_help(f.metadata["help"], default))
+        g = p.add_argument_group(title)
+        for name in names:
+            f = fields[name]
+            kind = f.metadata["kind"]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default = (shown or {}).get(name, default)
+            check = _arg(lambda text, k=kind, n=name: k.check(n, k.parse(text)), name)
+            flag = "--" + name.replace("_", "-")
+            if isinstance(kind, Bool):
+                g.add_argument(flag, dest=name, default=argparse.SUPPRESS, action=_Switch,
+                               parse=check, metavar="BOOL", help=_help(f.metadata["help"],
+                                                                       default))
+            else:
+                g.add_argument(flag, dest=name, default=argparse.SUPPRESS, type=check,
+                               help=_help(f.metadata["help"], default))
 
 
 def _help(text: str, default: object) -> str:
@@ -104,14 +179,22 @@ def _device_flag(q: argparse.ArgumentParser) -> None:
                    "or mps (default: auto)")
 
 
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pof`` parser with one sub-parser per command."""
     p = _Parser(prog="pof", description="Pruning On-the-Fly: train with a pruning-aware "
                 "penalty, then prune at any sparsity without retraining.")
+    p.add_argument("--version", action="version", version=f"pof {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     batch = _number("batch_size", integer=True, lo=1)
 
-    t = sub.add_parser("train", help="train (or continue training) a model")
+    t = sub.add_parser("train", help="train (or continue training) a model",
+                       usage="pof train [--config RECIPE] [--resume] [options below]")
     t.add_argument("--config", help="recipe YAML; flags override its values")
     t.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.safetensors (starts fresh if there is none)")
@@ -188,16 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune_flags(s)
     s.set_defaults(func=commands.cmd_sweep)
 
-    f = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with its masks fixed")
+    f = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with its masks fixed",
+                       usage="pof finetune CHECKPOINT [--out OUT] [--resume] [options below]")
     f.add_argument("checkpoint", help="a pruned checkpoint from `pof prune`")
     f.add_argument("--out", help="run folder (default: next to the checkpoint)")
     f.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.safetensors (starts fresh if there is none)")
-    _add_config_flags(f, skip=frozenset({
-        "model", "out", "init", "penalty", "sphere", "cosine", "sparsity", "exclude",
-        "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh",
-        "penalty_beta", "penalty_form", "penalty_ramp", "l1_weight", "structure",
-        "pattern"}))
+    _add_config_flags(f, skip=FINETUNE_SKIP, shown={
+        "epochs": "2.0", "lr": "0.01", "data": "the data the checkpoint records"})
     f.set_defaults(func=commands.cmd_finetune, epochs=2.0, lr=0.01)
 
     d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")

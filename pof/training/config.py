@@ -284,7 +284,10 @@ class TrainConfig:
                       "(streaming data sets only)")
     tensorboard: bool = _f(False, Bool(), "also log to OUT/tb (needs the tensorboard "
                            "package)")
-    progress: bool = _f(True, Bool(), "show progress bars and per-epoch lines")
+    progress: bool = _f(True, Bool(), "show progress: a bar on a terminal, else one line "
+                        "every log_every steps; and a line per epoch")
+    log_every: int = _f(50, Number(integer=True, lo=1), "append a step record to "
+                        "metrics.jsonl every this many steps (and at a max_steps stop)")
     max_steps: int | None = _f(None, Number(integer=True, lo=1, optional=True), "stop after "
                                "this many steps in total (writes a checkpoint)")
     device: str = _f("auto", Str(pattern=DEVICE, what="auto, cpu, cuda, cuda:N or mps"),

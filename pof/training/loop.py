@@ -40,6 +40,7 @@ from .config import TrainConfig
 from .distributed import setup
 from .evaluate import check_model_takes, evaluate, held_out_split
 from .method_config import method_for
+from .progress import log_step
 from .report import write_report
 from .run_dir import (
     append_metrics,
@@ -215,6 +216,7 @@ class Trainer:
                 n = sums["n"]
                 bar.set_postfix({"loss": f"{sums['loss'] / n:.3f}",
                                  "acc": f"{sums['correct'] / n:.3f}"})
+                log_step(self, bar)  # metrics.jsonl every log_every steps; a line off a TTY
                 if self.step % cfg.ckpt_every == 0:
                     self.save()
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:

@@ -124,8 +124,9 @@ def write_config(folder: Path, config: dict[str, Any]) -> Path:
 
 
 def read_metrics(path: Path, up_to_step: int, log=print) -> list[dict]:
-    """Records of ``metrics.jsonl`` up to ``up_to_step``; a torn last line (a kill during
-    the write) is dropped and said so, any other damage names the file."""
+    """Records of ``metrics.jsonl`` up to ``up_to_step``, less the record of a stop (a
+    resumed run writes its own); a torn last line (a kill during the write) is dropped and
+    said so, any other damage names the file."""
     if not path.is_file():
         return []
     lines = path.read_text().splitlines()
@@ -144,7 +145,8 @@ def read_metrics(path: Path, up_to_step: int, log=print) -> list[dict]:
             raise PofError(f"{path}: line {i + 1} is not a metrics record; fix or remove "
                            "the file") from None
         out.append(rec)
-    return [r for r in out if r["step"] <= up_to_step]
+    # a record written at a --max-steps stop is superseded by the resumed run's own
+    return [r for r in out if r["step"] <= up_to_step and not r.get("stopped")]
 
 
 def write_metrics(path: Path, records: list[dict]) -> None:
