@@ -12,7 +12,7 @@ from pof.models import create_model, default_input_size, list_models
 from pof.models.registry import register_model
 
 IMAGENET = ["resnet18", "resnet50", "mobilenet_v2"]
-CIFAR = ["resnet20", "resnet56", "mobilenet_v2_cifar"]
+CIFAR = ["resnet20", "resnet20_gn", "resnet56", "mobilenet_v2_cifar"]
 
 
 @functools.cache
@@ -203,3 +203,26 @@ def test_vit_tiny_shape_size_and_input_kwargs() -> None:
     assert digits(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(ValueError, match="divisible by patch_size"):
         create_model("vit_tiny", image_size=30)
+
+
+def test_resnet20_gn_has_no_batchnorm_and_trains_a_range_without_re_estimation() -> None:
+    import torch.nn.functional as F
+
+    import pof
+
+    torch.manual_seed(0)
+    model = create_model("resnet20_gn")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules()) == 21
+    method = pof.OnTheFly(model, (0.3, 0.9), distill=1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for _ in range(2):
+        loss = method.loss(x, y, F.cross_entropy)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.after_step()
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="norm must be"):
+        create_model("resnet20", norm="layer")

@@ -9,6 +9,8 @@ same torchvision style (``conv1``, ``bn1``, ``layer1`` .. ``layer3``, ``fc``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -23,7 +25,16 @@ __all__ = [
     "resnet50",
     "resnet20",
     "resnet56",
+    "resnet20_gn",
 ]
+
+Norm = Callable[[int], nn.Module]  # a normalisation layer for this many channels
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 8 channels a group (fewer groups for narrow layers): no running
+    statistics, so nothing to re-estimate after pruning."""
+    return nn.GroupNorm(max(1, channels // 8), channels)
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -34,9 +45,10 @@ def _conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
 
 
-def _projection(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+def _projection(in_ch: int, out_ch: int, stride: int,
+                norm: Norm = nn.BatchNorm2d) -> nn.Sequential:
     """Shortcut projection; keys ``downsample.0`` (conv) and ``downsample.1`` (BN)."""
-    return nn.Sequential(_conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+    return nn.Sequential(_conv1x1(in_ch, out_ch, stride), norm(out_ch))
 
 
 class BasicBlock(nn.Module):
@@ -45,14 +57,15 @@ class BasicBlock(nn.Module):
     expansion: int = 1
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+        norm: Norm = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm(planes)
         self.downsample = downsample
         self.stride = stride
 
@@ -95,15 +108,16 @@ Block = type[BasicBlock] | type[Bottleneck]
 
 
 def _make_stage(
-    block: Block, inplanes: int, planes: int, blocks: int, stride: int
+    block: Block, inplanes: int, planes: int, blocks: int, stride: int, **norm: Norm
 ) -> tuple[nn.Sequential, int]:
-    """Build one stage; returns the stage and its output channel count."""
+    """Build one stage; returns the stage and its output channel count (``norm=``: the
+    normalisation layer of a BasicBlock stage, BatchNorm by default)."""
     out_ch = planes * block.expansion
     downsample = None
     if stride != 1 or inplanes != out_ch:
-        downsample = _projection(inplanes, out_ch, stride)
-    layers: list[nn.Module] = [block(inplanes, planes, stride, downsample)]
-    layers += [block(out_ch, planes) for _ in range(1, blocks)]
+        downsample = _projection(inplanes, out_ch, stride, *norm.values())
+    layers: list[nn.Module] = [block(inplanes, planes, stride, downsample, **norm)]
+    layers += [block(out_ch, planes, **norm) for _ in range(1, blocks)]
     return nn.Sequential(*layers), out_ch
 
 
@@ -162,18 +176,22 @@ class CifarResNet(nn.Module):
     global average pooling and ``fc``.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, zero_init_residual: bool = False) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, zero_init_residual: bool = False,
+                 norm: str = "batch") -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+        layer = {"batch": nn.BatchNorm2d, "group": group_norm}.get(norm)
+        if layer is None:
+            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         n = (depth - 2) // 6
         self.conv1 = _conv3x3(3, 16)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.bn1 = layer(16)
         self.relu = nn.ReLU(inplace=True)
         ch = 16
-        self.layer1, ch = _make_stage(BasicBlock, ch, 16, n, stride=1)
-        self.layer2, ch = _make_stage(BasicBlock, ch, 32, n, stride=2)
-        self.layer3, ch = _make_stage(BasicBlock, ch, 64, n, stride=2)
+        self.layer1, ch = _make_stage(BasicBlock, ch, 16, n, stride=1, norm=layer)
+        self.layer2, ch = _make_stage(BasicBlock, ch, 32, n, stride=2, norm=layer)
+        self.layer3, ch = _make_stage(BasicBlock, ch, 64, n, stride=2, norm=layer)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(ch, num_classes)
         _init_weights(self, zero_init_residual)
@@ -207,3 +225,10 @@ def resnet20(num_classes: int = 10, **kwargs) -> CifarResNet:
 def resnet56(num_classes: int = 10, **kwargs) -> CifarResNet:
     """ResNet-56 for 32x32 inputs (n=9)."""
     return CifarResNet(56, num_classes=num_classes, **kwargs)
+
+
+@register_model("resnet20_gn", num_classes=10, input_size=CIFAR_INPUT)
+def resnet20_gn(num_classes: int = 10, **kwargs) -> CifarResNet:
+    """ResNet-20 with GroupNorm (8 channels a group) instead of BatchNorm: a model whose
+    pruned versions have no statistics to re-estimate."""
+    return CifarResNet(20, num_classes=num_classes, norm="group", **kwargs)
