@@ -25,12 +25,12 @@ def test_demo_quick_writes_table_and_plots(demo, capsys):
     assert (demo / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (demo / "sweep.md").read_text()
     assert table.startswith("| model | recovery | as saved |")  # GMP is saved sparse
-    assert {"| pof | mean", "| pof | zero", "| standard | mean"} <= {
+    assert {"| pof-range | mean", "| gmp80 | mean", "| standard | mean"} <= {
         "|".join(line.split("|")[:3]).strip() for line in table.splitlines()}
 
 
 def test_prune_eval_sweep_finetune(demo, tmp_path, capsys):
-    ckpt = demo / "pof" / "final.safetensors"
+    ckpt = demo / "pof-range" / "final.safetensors"
     assert main(["eval", str(ckpt)]) == 0
     assert "top1" in capsys.readouterr().out
     assert main(["prune", str(ckpt), "--sparsity", "0.5", "--out", str(tmp_path / "p")]) == 0
@@ -61,16 +61,16 @@ def test_sweep_of_two_checkpoints_in_one_folder_keeps_them_apart(demo, tmp_path,
     import json
     import shutil
 
-    for arm in ("pof", "standard"):  # the kept-checkpoint layout: one folder, named files
+    for arm in ("pof-range", "standard"):  # the kept-checkpoint layout: named files
         shutil.copy(demo / arm / "final.safetensors", tmp_path / f"{arm}-s0.safetensors")
-    assert main(["sweep", str(tmp_path / "pof-s0.safetensors"),
+    assert main(["sweep", str(tmp_path / "pof-range-s0.safetensors"),
                  str(tmp_path / "standard-s0.safetensors"), "--sparsities", "0.5",
                  "--recover", "zero", "--out", str(tmp_path / "s")]) == 0
     rows = json.loads((tmp_path / "s" / "sweep.json").read_text())
     dense = {r["label"]: r["top1"] for r in rows if r["recover"] == "dense"}
-    assert sorted(dense) == ["pof-s0", "standard-s0"]
+    assert sorted(dense) == ["pof-range-s0", "standard-s0"]
     demo_rows = json.loads((demo / "sweep.json").read_text())
-    for arm in ("pof", "standard"):  # each row is its own model's
+    for arm in ("pof-range", "standard"):  # each row is its own model's
         assert dense[f"{arm}-s0"] == next(r["top1"] for r in demo_rows
                                           if r["label"] == arm and r["recover"] == "dense")
 
@@ -78,7 +78,7 @@ def test_sweep_of_two_checkpoints_in_one_folder_keeps_them_apart(demo, tmp_path,
 def test_prune_with_bn_recal_then_eval_is_the_sweep_row(demo, tmp_path, capsys):
     import json
 
-    ckpt = str(demo / "pof" / "final.safetensors")
+    ckpt = str(demo / "pof-range" / "final.safetensors")
     assert main(["sweep", ckpt, "--sparsities", "0.7", "--recover", "mean", "--bn-recal", "3",
                  "--out", str(tmp_path / "s")]) == 0
     rows = json.loads((tmp_path / "s" / "sweep.json").read_text())
@@ -131,10 +131,10 @@ def test_bad_config_key_and_bad_sparsity_on_checkpoint(demo, tmp_path, capsys):
     cfg.write_text("model: small_cnn\nlearning_rate: 0.1\n")
     code, err = _err(capsys, ["train", "--config", str(cfg)])
     assert code == 2 and "unknown config key(s): learning_rate" in err
-    code, err = _err(capsys, ["prune", str(demo / "pof" / "final.safetensors"),
+    code, err = _err(capsys, ["prune", str(demo / "pof-range" / "final.safetensors"),
                               "--sparsity", "1.0", "--out", str(tmp_path)])
     assert code == 2 and "[0, 1)" in err
-    code, err = _err(capsys, ["sweep", str(demo / "pof" / "final.safetensors"),
+    code, err = _err(capsys, ["sweep", str(demo / "pof-range" / "final.safetensors"),
                               "--sparsities", "50%"])
     assert code == 2 and "fractions" in err
 
