@@ -16,7 +16,8 @@ from tqdm import tqdm
 from .core.bn_recal import preserved_bn_stats
 from .core.fold import remove
 from .core.masks import check_choice, check_sparsity
-from .core.prune import RECOVER, prune, pruned_layers, refuse_pruned, unprune
+from .core.parametrizations import RECOVER, pruned_layers, refuse_pruned
+from .core.prune import prune, unprune
 from .core.selection import Patterns, resolve_selection, select_weights
 from .core.sparsity import SparsityReport, sparsity_report
 from .errors import PofError

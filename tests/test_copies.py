@@ -20,7 +20,7 @@ from torch import nn
 
 import pof
 from pof.core.channel_masks import is_channel_pruned
-from pof.core.prune import pruned_layers
+from pof.core.parametrizations import pruned_layers
 from pof.core.sphere import sphere_layers
 
 X = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import pof
-from pof.core.prune import pruned_layers
+from pof.core.parametrizations import pruned_layers
 from pof.errors import PofError
 from pof.models import create_model
 from pof.training.checkpoint import model_from_checkpoint, save_checkpoint

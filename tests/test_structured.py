@@ -7,7 +7,7 @@ from torch import nn
 
 import pof
 from pof.core.channel_masks import is_channel_pruned
-from pof.core.prune import PruneMask
+from pof.core.parametrizations import PruneMask
 from pof.errors import CheckpointError, PofError
 from pof.models import create_model
 from pof.training.checkpoint import model_from_checkpoint, save_checkpoint

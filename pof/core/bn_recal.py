@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
+from .model_info import model_device
 
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -23,13 +24,6 @@ def batchnorms(model: nn.Module) -> list[nn.Module]:
     """BatchNorm modules of ``model`` that keep running statistics."""
     return [m for m in model.modules()
             if isinstance(m, BN_TYPES) and m.track_running_stats and m.running_mean is not None]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of ``model``'s first parameter or buffer (CPU for a model without tensors)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Channel masks on a model: what :func:`pof.prune_channels` does before any channel goes.
 
 :func:`mask_channels` masks the pruned columns of every consumer of a
-:class:`~pof.core.channels.ChannelPlan` (a :class:`~pof.core.prune.PruneMask`, reversible
+:class:`~pof.core.channels.ChannelPlan` (a :class:`~pof.core.parametrizations.PruneMask`, reversible
 with :func:`pof.unprune`) and, with ``recover="mean"``, adds each removed channel's mean
 activation (from a few unlabeled batches) times its columns to the consumer's output as a
 constant. :func:`fold_channel_recovery` moves that constant into the consumer's BatchNorm
@@ -17,11 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PofError
-from .bn_recal import model_device
 from .channels import ChannelPlan
 from .masks import check_choice, check_sparsity
-from .prune import RECOVER, PruneMask, refuse_pruned, register
-from .sphere import following_norms
+from .model_info import following_norms, model_device
+from .parametrizations import RECOVER, PruneMask, refuse_pruned, register
 
 PLAN_ATTR = "pof_channel_plan"
 

@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 from ..errors import PofError
 from .channel_masks import is_channel_pruned
 from .folded import as_folded_attention, folded_class, is_folded, plain_class
-from .prune import mask_param, pruned_attrs, pruned_layers, remove_parametrization
+from .parametrizations import mask_param, pruned_attrs, pruned_layers, remove_parametrization
 from .selection import replace_module
 from .sphere import no_fused_path
 from .targets import unit_view, weight_target

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..errors import PofError
 from .masks import check_sparsity
-from .prune import mask_param, prune, pruned_layers, target_masks
+from .parametrizations import mask_param, pruned_layers
+from .prune import prune, target_masks
 from .schedules import cubic_sparsity
 from .selection import Patterns, select_weights
 

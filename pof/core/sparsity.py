@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .prune import mask_param, pruned_layers
+from .parametrizations import mask_param, pruned_layers
 from .selection import Patterns, weight_inventory
 from .targets import weight_key
 

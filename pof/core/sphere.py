@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import PofError
-from .prune import is_pruned, own_class, register
+from .model_info import following_norms
+from .parametrizations import is_pruned, own_class, register
 from .selection import (
     Patterns,
     empty_like_layer,
@@ -27,8 +28,6 @@ from .selection import (
 )
 from .targets import Target, to_units, unit_view
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_BN_FOLLOWED = (nn.modules.conv._ConvNd, nn.Linear)  # layers whose output a BatchNorm may take
 COSINE_KINDS = (nn.Conv2d, nn.Linear)  # the layers that have a cosine form
 
 
@@ -78,37 +77,6 @@ def is_sphere(module: nn.Module, attr: str | None = None) -> bool:
 def sphere_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """All ``(name, module)`` in ``model`` with a weight on the sphere."""
     return [(n, m) for n, m in model.named_modules() if is_sphere(m)]
-
-
-def following_norms(model: nn.Module) -> dict[str, str]:
-    """Map layer name -> name of a BatchNorm applied directly to its output.
-
-    Uses ``torch.fx`` tracing when the model traces; otherwise falls back to
-    registration order (a BatchNorm registered right after the layer, of matching width).
-    """
-    mods = dict(model.named_modules())
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 - any untraceable model uses the fallback
-        graph = None
-    pairs: dict[str, str] = {}
-    if graph is not None:
-        for node in graph.nodes:
-            layer = mods.get(node.target) if node.op == "call_module" else None
-            if not isinstance(layer, _BN_FOLLOWED):
-                continue
-            users = list(node.users)
-            if len(users) == 1 and users[0].op == "call_module":
-                if isinstance(mods.get(users[0].target), _NORMS):
-                    pairs[node.target] = users[0].target
-        return pairs
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-    for (n, m), (n2, m2) in zip(leaves, leaves[1:], strict=False):
-        if isinstance(m, _BN_FOLLOWED) and isinstance(m2, _NORMS):
-            out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
-            if m2.num_features == out:
-                pairs[n] = n2
-    return pairs
 
 
 def _absorb_into_norm(layer: nn.Module, bn: nn.Module, n: Tensor) -> None:

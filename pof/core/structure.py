@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from ..errors import CheckpointError
 from .fold import fold
 from .folded import as_folded_attention, is_folded
-from .prune import MEAN_SCOPES, RECOVER, PruneMask, register
+from .parametrizations import MEAN_SCOPES, RECOVER, PruneMask, register
 from .selection import Selection, record_selection, recorded_selection, replace_module
 from .sphere import COSINE_KINDS, UnitSphere, as_cosine, is_cosine
 from .targets import Target, weight_target

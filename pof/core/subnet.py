@@ -27,7 +27,7 @@ from torch.nn.utils import parametrize
 
 from .bn_recal import batchnorms
 from .masks import _prune_lowest, check_choice, check_range
-from .prune import RECOVER
+from .parametrizations import RECOVER
 from .selection import Patterns, select_weights
 from .targets import Target, from_units
 

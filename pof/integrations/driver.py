@@ -9,8 +9,9 @@ from typing import Any
 from torch import nn
 
 from ..core.masks import check_choice, check_range
+from ..core.parametrizations import RECOVER
 from ..core.penalty import FORMS, PrunePenalty
-from ..core.prune import RECOVER, prune
+from ..core.prune import prune
 from ..core.subnet import SAMPLES
 from ..errors import PofError
 from ..methods import Method, OneTarget, OnTheFly

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core.bn_recal import model_device
 from ..core.channels import ChannelGroup, ChannelPlan
+from ..core.model_info import model_device
 from ..core.selection import Patterns, _as_patterns, _matches, recorded_selection
 from ..errors import PofError
 from ..optional import require

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..core.bn_recal import model_device
 from ..core.channel_masks import (
     channel_plan,
     clear_channels,
@@ -16,7 +15,8 @@ from ..core.channel_masks import (
     mask_channels,
 )
 from ..core.masks import check_choice
-from ..core.prune import own_class
+from ..core.model_info import model_device
+from ..core.parametrizations import own_class
 from ..core.selection import Patterns
 from ..core.sphere import is_cosine
 from ..core.widths import record_widths
