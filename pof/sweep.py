@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 from torch import nn
-from tqdm import tqdm
 
 from .core.bn_recal import preserved_bn_stats
 from .core.fold import remove
@@ -21,6 +20,7 @@ from .core.prune import prune, unprune
 from .core.selection import Patterns, resolve_selection, select_weights
 from .core.sparsity import SparsityReport, sparsity_report
 from .errors import PofError
+from .progress import progress_bar
 
 
 def bake_masks(model: nn.Module) -> nn.Module:
@@ -72,7 +72,7 @@ def sweep(
     runs = [(0.0, "dense")] + [(s, r) for r in recovers for s in ss]
     modes = {m: m.training for m in model.modules()}
     rows: list[dict] = []
-    with tqdm(runs, desc=f"sweep {label}".strip(), disable=None if progress else True,
+    with progress_bar(runs, desc=f"sweep {label}".strip(), show=progress,
               leave=False) as bar:
         for s, r in bar:
             bar.set_postfix_str(f"{r} {100 * s:g}%")

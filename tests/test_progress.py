@@ -152,3 +152,40 @@ def test_all_installs_tensorboard():
         "optional-dependencies"]
     assert "tensorboard" in extras["tensorboard"][0]
     assert "tensorboard" in re.fullmatch(r"pof\[(.*)\]", extras["all"][0])[1].split(",")
+
+
+# -- bars elsewhere (sweeps, evaluation, data decoding): lines off a terminal
+
+
+def test_progress_bar_prints_lines_off_a_terminal_for_long_tasks_only(capsys, monkeypatch):
+    import time
+
+    from pof.progress import progress_bar
+
+    for _ in progress_bar(range(3), desc="quick", every_s=0.0, delay_s=10.0):
+        pass
+    assert capsys.readouterr().out == ""  # shorter than delay_s: nothing
+    with progress_bar(total=4, desc="decoding", unit="img", every_s=0.0, delay_s=0.0) as bar:
+        for _ in range(4):
+            time.sleep(0.01)
+            bar.update(1)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("decoding: 4/4 (100%) [") and len(set(lines)) == len(lines)
+    for _ in progress_bar(range(3), desc="hidden", show=False, delay_s=0.0):
+        pass
+    assert capsys.readouterr().out == ""
+
+
+def test_a_sweep_off_a_terminal_says_where_it_is(capsys, monkeypatch):
+    from torch import nn
+
+    import pof.progress
+    from pof.sweep import sweep
+
+    monkeypatch.setattr(pof.progress, "DELAY_S", 0.0)
+    monkeypatch.setattr(pof.progress, "EVERY_S", 0.0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    sweep(model, lambda m: {"top1": 1.0}, [0.5, 0.7], recovers=("zero",), label="m")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("sweep m: 3/3 (100%) [")
+    sweep(model, lambda m: {"top1": 1.0}, [0.5], recovers=("zero",), progress=False)
+    assert capsys.readouterr().out == ""

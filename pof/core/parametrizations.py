@@ -114,8 +114,11 @@ def own_class(m: nn.Module) -> nn.Module:
 
 
 def register(m: nn.Module, attr: str, p: nn.Module, unsafe: bool = False) -> None:
-    """``parametrize.register_parametrization`` on ``m``'s own class (see :func:`own_class`)."""
-    parametrize.register_parametrization(own_class(m), attr, p, unsafe=unsafe)
+    """``parametrize.register_parametrization``; a new property goes on ``m``'s own class
+    (see :func:`own_class`); appending to ``attr``'s parametrizations keeps the class."""
+    if not parametrize.is_parametrized(m, attr):
+        own_class(m)
+    parametrize.register_parametrization(m, attr, p, unsafe=unsafe)
 
 
 def remove_parametrization(m: nn.Module, attr: str, leave_parametrized: bool) -> None:

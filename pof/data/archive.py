@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import DataError
 from ..errors import one_line as _one_line
 from ..fileio import atomic_write as _atomic_write
+from ..progress import progress_bar
 from .cache import (
     _hash,
     _make_array_dataset,
@@ -58,8 +58,8 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
     checked_size = False
     try:
         with tarfile.open(archive, "r:*") as tar:
-            for m in tqdm(tar, desc=f"reading {archive.name}", unit="file",
-                          disable=None if progress else True, leave=False):
+            for m in progress_bar(tar, desc=f"reading {archive.name}", unit="file",
+                                  show=progress, leave=False):
                 parts = [p for p in m.name.split("/") if p not in ("", ".")]
                 if not parts or any(p.startswith(".") for p in parts):
                     continue
@@ -154,8 +154,8 @@ def _extract(archive: Path, dest: Path, progress: bool) -> Path:
     kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
         with tarfile.open(archive, "r:*") as tar:
-            for m in tqdm(tar, desc=f"extracting {archive.name}", unit="file",
-                          disable=None if progress else True, leave=False):
+            for m in progress_bar(tar, desc=f"extracting {archive.name}", unit="file",
+                                  show=progress, leave=False):
                 if not kw and (m.name.startswith("/") or ".." in Path(m.name).parts
                                or not (m.isfile() or m.isdir())):
                     continue

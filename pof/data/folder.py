@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..errors import DataError
 from ..errors import one_line as _one_line
 from ..fileio import atomic_write as _atomic_write
+from ..progress import progress_bar
 from .cache import (
     _hash,
     _load_npz,
@@ -137,7 +137,7 @@ def _decode_all(items: Sequence[tuple[str, str | bytes]], mode: str, size: tuple
     chunk = 1024
     starts = range(0, len(items), chunk)
     procs = _n_procs()
-    with tqdm(total=len(items), desc=desc, unit="img", disable=None if progress else True,
+    with progress_bar(total=len(items), desc=desc, unit="img", show=progress,
               leave=False) as bar:
         if len(items) < _PARALLEL_MIN or procs < 2:
             for a in starts:
@@ -179,9 +179,9 @@ def _check_headers(samples: list[tuple[str, int]], marker: Path, progress: bool)
         return
     paths = [p for p, _ in samples]
     with ThreadPoolExecutor(16) as pool:
-        oks = list(tqdm(pool.map(_header_ok, paths, chunksize=256), total=len(paths),
-                        desc="checking image headers", unit="img",
-                        disable=None if progress else True, leave=False))
+        oks = list(progress_bar(pool.map(_header_ok, paths, chunksize=256),
+                                total=len(paths), desc="checking image headers", unit="img",
+                                show=progress, leave=False))
     for p, ok in zip(paths, oks, strict=True):
         if not ok:
             raise DataError(f"corrupt image file {p}: not a recognised image header")

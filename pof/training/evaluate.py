@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from tqdm import tqdm
 
 from ..errors import DataError, one_line
+from ..progress import progress_bar
 
 
 @torch.no_grad()
@@ -23,7 +23,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]],
     n = correct1 = correct5 = 0
     loss = 0.0
     with parametrize.cached():
-        for x, y in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
+        for x, y in progress_bar(loader, desc="eval", leave=False, show=progress):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x).float()
             loss += F.cross_entropy(out, y, reduction="sum").item()
