@@ -28,7 +28,7 @@ _EXPORTS = {
     "core.sphere": ["UnitSphere", "from_sphere", "is_sphere", "to_sphere"],
     "errors": ["PofError"],
     "export.onnx": ["export_onnx"],
-    "methods": ["CramStyle", "GMP", "L1", "Method", "OnTheFly", "OneTarget"],
+    "methods": ["ChannelRange", "CramStyle", "GMP", "L1", "Method", "OnTheFly", "OneTarget"],
     "models": ["create_model", "list_models"],
     "saving": ["load", "save"],
     "structured": ["channel_groups", "prune_channels", "remove_channels"],
@@ -38,7 +38,7 @@ _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __version__ = "0.1.0"
 
 __all__ = [
-    "GMP", "L1", "CramStyle", "Method", "OnTheFly", "OneTarget",
+    "GMP", "L1", "ChannelRange", "CramStyle", "Method", "OnTheFly", "OneTarget",
     "FoldedConv1d", "FoldedConv2d", "FoldedConv3d", "FoldedConvTranspose1d",
     "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding", "FoldedLinear",
     "FoldedMultiheadAttention", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",

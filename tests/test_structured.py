@@ -160,7 +160,7 @@ def test_train_config_and_loop_with_channel_penalty(tmp_path):
     with pytest.raises(ConfigError, match="penalty pof"):
         TrainConfig(penalty="l1", structure="channel")
     with pytest.raises(ConfigError, match="not a range"):
-        TrainConfig(penalty="pof", structure="channel", sparsity="0.3:0.7")
+        TrainConfig(penalty="pof", pattern="2:4", sparsity="0.3:0.7")
     with pytest.raises(ConfigError, match="exclude each other"):
         TrainConfig(penalty="pof", structure="channel", pattern="2:4")
     with pytest.raises(ConfigError, match="N:M"):

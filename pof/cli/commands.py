@@ -245,6 +245,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     model, meta = _load(args.checkpoint, args.device)
     _not_folded(args.checkpoint, model)
     _check_bn_recal(model, args, args.checkpoint)
+    latency = _width_by_speed(model, meta, args)  # sets args.sparsity
     lo_hi = (meta.get("config") or {}).get("sparsity")
     if isinstance(lo_hi, list) and args.sparsity is not None and not (
             lo_hi[0] - 1e-9 <= args.sparsity <= lo_hi[1] + 1e-9):
@@ -293,6 +294,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
                       "recover": args.recover, "source": str(args.checkpoint),
                       "structure": args.structure, "importance": args.importance,
                       "bn_recal_batches": args.bn_recal}
+    if latency is not None:
+        meta["latency"] = latency
     names = ("pruned.safetensors", "sparsity.txt") + (("model.onnx",) if args.onnx else ())
     with outputs(out, *names):
         path = save_checkpoint(out / "pruned.safetensors", model, meta)
@@ -360,13 +363,36 @@ def _say_channel_recovery(model, meta: dict, args: argparse.Namespace, n0: int) 
 
 
 def _check_channel_flags(args: argparse.Namespace) -> None:
-    """``--structure channel`` takes a fraction of channels; ``--importance`` needs it."""
+    """``--structure channel`` takes a fraction of channels (or ``--speedup`` /
+    ``--latency-ms``, which pick it); ``--importance`` needs it."""
+    by_speed = args.speedup is not None or args.latency_ms is not None
     if args.structure == "channel":
-        if args.sparsity is None or args.scope != "layer":
+        if (args.sparsity is None and not by_speed) or args.scope != "layer":
             raise PofError("--structure channel needs --sparsity (the fraction of each channel "
-                           "group) and takes no --pattern or --scope global")
+                           "group), --speedup or --latency-ms and takes no --pattern or "
+                           "--scope global")
+    elif by_speed:
+        raise PofError("--speedup and --latency-ms pick a channel width: add --structure "
+                       "channel (removing single weights does not make a model faster)")
     elif args.importance != "pof":
         raise PofError("--importance applies to --structure channel only")
+
+
+def _width_by_speed(model, meta: dict, args: argparse.Namespace) -> dict | None:
+    """``--speedup`` / ``--latency-ms``: measure candidate widths in onnxruntime, print the
+    table, set ``args.sparsity`` to the widest that meets the request; the record."""
+    from ..export.latency import candidate_widths, choose_width
+
+    if args.speedup is None and args.latency_ms is None:
+        return None
+    lo_hi = (meta.get("config") or {}).get("sparsity")
+    trained = isinstance(lo_hi, list) and (meta.get("config") or {}).get(
+        "structure") == "channel"
+    widths = args.candidates or (candidate_widths(*lo_hi) if trained else candidate_widths())
+    args.sparsity, record = choose_width(
+        model, _example_input(meta), widths, args.speedup, args.latency_ms,
+        args.latency_batch, args.threads, args.repeats, args.importance, args.exclude)
+    return record
 
 
 def _example_input(meta: dict):
@@ -380,9 +406,11 @@ def _example_input(meta: dict):
 
 
 def _write_onnx(model, meta: dict, path: Path) -> None:
-    from ..export.onnx import export_onnx
+    from ..export.onnx import deploy_metadata, export_onnx, plain_for_export
 
-    err = export_onnx(model, path, _example_input(meta))
+    plain_for_export(model)  # as exported: the parameter count the metadata gives
+    err = export_onnx(model, path, _example_input(meta),
+                      metadata=deploy_metadata(meta, model))
     print(f"wrote {path}: {path.stat().st_size / 1e6:.2f} MB ONNX; onnxruntime matches "
           f"PyTorch to {err:.1e}")
 

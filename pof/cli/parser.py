@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction of weights to remove, in [0, 1)")
     how.add_argument("--pattern", type=_arg(_pattern, "pattern"),
                      help="N:M pattern instead of --sparsity, e.g. 2:4")
+    how.add_argument("--speedup", type=_number("speedup", lo=1), metavar="X",
+                     help="channels: the widest model at least X times faster than the dense "
+                     "one, measured in onnxruntime (CPU) on this machine")
+    how.add_argument("--latency-ms", type=_number("latency_ms", lo=0, lo_open=True),
+                     metavar="MS", help="channels: the widest model whose measured "
+                     "onnxruntime latency per batch is at most MS milliseconds")
     pr.add_argument("--recover", choices=("zero", "mean"), default="mean",
                     help="value of the pruned weights: zero, or their mean (default)")
     pr.add_argument("--permanent", action="store_true",
@@ -245,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "batches (no labels used) that estimate each removed channel's mean")
     pr.add_argument("--onnx", action="store_true",
                     help="also write OUT/model.onnx, checked against PyTorch with onnxruntime")
+    speed = pr.add_argument_group("latency (--speedup / --latency-ms)")
+    speed.add_argument("--latency-batch", type=batch, default=1, metavar="N",
+                       help="batch size the latency is measured at (default 1)")
+    speed.add_argument("--threads", type=_number("threads", integer=True, lo=1), default=1,
+                       help="onnxruntime intra-op threads (default 1)")
+    speed.add_argument("--repeats", type=_number("repeats", integer=True, lo=1), default=10,
+                       help="interleaved timing rounds; the median is kept (default 10)")
+    speed.add_argument("--candidates", type=_arg(_sparsities, "candidates"), default=None,
+                       help="channel fractions to measure (default: the trained range every "
+                       "1/16, else 0 to 0.875 every 1/16)")
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--no-eval", action="store_true",
                     help="skip the top-1 before and after pruning (measured when data is here)")

@@ -9,6 +9,7 @@ smaller dense model), on the sphere (baked to plain weights). The TorchScript ex
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -81,9 +82,11 @@ def export_onnx(
     opset: int = 17,
     check: bool = True,
     atol: float = 1e-4,
+    metadata: dict[str, str] | None = None,
 ) -> float:
     """Write ``model`` (made plain first, in place, and moved to the CPU) to ``path`` as
-    ONNX with a dynamic batch size.
+    ONNX with a dynamic batch size; ``metadata`` (strings) goes into the model's
+    ``metadata_props`` (onnxruntime: ``session.get_modelmeta().custom_metadata_map``).
 
     With ``check=True`` runs it in onnxruntime on ``example_inputs`` and on a random batch
     of 3, and raises :class:`PofError` if the outputs differ from PyTorch's by more than
@@ -97,6 +100,8 @@ def export_onnx(
     x = example_inputs.detach().cpu().float()
     with atomic_path(path) as tmp:  # a failed export or check leaves no file behind
         _write(model, x, tmp, opset)
+        if metadata:
+            _set_metadata(tmp, metadata)
         if not check:
             return float("nan")
         g = torch.Generator().manual_seed(0)
@@ -122,3 +127,47 @@ def _write(model: nn.Module, x: Tensor, path: Path, opset: int) -> None:
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     finally:
         model.train(was)
+
+
+def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Add ``metadata`` to the ONNX file's ``metadata_props`` (strings only)."""
+    onnx = require("onnx", "writing ONNX metadata")
+    bad = [k for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
+    if bad:
+        raise PofError(f"ONNX metadata keys and values must be strings: {bad[0]!r}")
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        **metadata})
+    onnx.save(proto, str(path))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, read back with onnxruntime."""
+    return dict(session(path).get_modelmeta().custom_metadata_map)
+
+
+def deploy_metadata(meta: dict[str, Any], model: nn.Module | None = None) -> dict[str, str]:
+    """What a deployer needs, from a checkpoint's metadata, as ONNX ``metadata_props``
+    (``pof.*`` keys, JSON values): the input normalisation (``x = (pixel / 255 - mean) /
+    std`` per channel), image size, class names where known, architecture, structure,
+    sparsity and width (the fraction of channels kept), parameters, and the measured latency
+    of ``pof prune --speedup``."""
+    data, pruned = meta.get("data") or {}, meta.get("pruned") or {}
+    arch = (meta.get("arch") or {}).get("name")
+    structure = pruned.get("structure", "dense") if pruned else "dense"
+    s = pruned.get("sparsity") if isinstance(pruned.get("sparsity"), int | float) else 0.0
+    out = {"pof.input": "float32 [N, C, H, W], x = (pixel / 255 - mean) / std per channel",
+           "pof.structure": structure, "pof.sparsity": f"{s:g}",
+           "pof.width": f"{1 - s if structure == 'channel' else 1.0:g}"}
+    for key in ("mean", "std", "image_size", "classes"):
+        if data.get(key) is not None:
+            out[f"pof.{key}"] = json.dumps(data[key])
+    if isinstance(arch, str):
+        out["pof.arch"] = arch
+    if model is not None:
+        out["pof.params"] = str(sum(p.numel() for p in model.parameters()))
+    if meta.get("latency"):
+        lat = meta["latency"]
+        out["pof.latency"] = json.dumps({k: lat[k] for k in (
+            "ms", "speedup", "dense_ms", "batch", "threads", "runtime", "machine") if k in lat})
+    return out

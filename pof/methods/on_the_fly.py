@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.channel_subnet import ChannelSubnetSampler
 from ..core.masks import check_range
 from ..core.selection import Patterns
 from ..core.subnet import SubnetSampler, bn_stats_frozen
@@ -58,7 +59,8 @@ class OnTheFly(OneTarget):
         seed: the sparsity draws are a function of ``(seed, step)``: every DDP rank draws
             the same.
         warmup_steps, include, exclude, sphere and other keyword arguments: as
-            :class:`pof.OneTarget`.
+            :class:`pof.OneTarget`; ``channels=`` (a channel plan) trains whole channels:
+            the channel penalty and narrowed subnetworks (see :class:`pof.ChannelRange`).
 
     Deploy: ``pof.prune(model, s, recover="mean")`` for any ``s`` in the range, then
     ``pof.recalibrate_bn`` (BatchNorm statistics track the dense network during training).
@@ -83,7 +85,10 @@ class OnTheFly(OneTarget):
             penalty_kwargs["levels"] = levels
         super().__init__(model, rng, weight, form, warmup_steps, 0, sphere, include, exclude,
                          **penalty_kwargs)
-        self.sampler = SubnetSampler(model, rng, recover, seed, include, exclude, how=sample)
+        plan = penalty_kwargs.get("channels")
+        self.sampler = (SubnetSampler(model, rng, recover, seed, include, exclude, how=sample)
+                        if plan is None else
+                        ChannelSubnetSampler(model, plan, rng, recover, seed, how=sample))
         self.distill, self.subnets, self.every, self.split = float(distill), subnets, every, split
 
     def step_loss(self, run: Run, batch: Any, model: nn.Module | None = None,

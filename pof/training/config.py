@@ -333,7 +333,8 @@ class TrainConfig:
         return {"cram": "extra", "pof": "split" if ranged else "none"}.get(self.penalty, "none")
 
     def _check_shape(self) -> None:
-        """``structure`` channel and ``pattern`` N:M shape the pof penalty at one target."""
+        """``structure`` channel (one target or a range of channel fractions) and ``pattern``
+        N:M (one target) shape the pof penalty."""
         shaped = [k for k in ("structure", "pattern")
                   if getattr(self, k) not in (None, "weight")]
         if not shaped:
@@ -344,9 +345,8 @@ class TrainConfig:
         if self.penalty != "pof":
             raise ConfigError(f"structure channel / pattern N:M shape the pof penalty: use "
                               f"penalty pof, not {self.penalty!r}")
-        if isinstance(self.sparsity, list):
-            raise ConfigError("structure channel / pattern N:M train for one sparsity, not "
-                              "a range")
+        if isinstance(self.sparsity, list) and self.pattern is not None:
+            raise ConfigError("pattern N:M trains for one sparsity, not a range")
         if self.pattern is not None:
             n, m = parse_nm(self.pattern)
             self.sparsity = 1 - n / m  # the pattern fixes it

@@ -1,0 +1,177 @@
+"""Measured latency: exported models timed in onnxruntime (CPU) on this machine.
+
+:func:`interleaved_medians` times several callables round by round (machine noise hits them
+alike; the median of each); :func:`width_latencies` exports a model at candidate channel
+widths and times each in onnxruntime; :func:`pick_width` picks the widest one that meets a
+speed-up or a latency. ``pof prune --speedup`` / ``--latency-ms`` and ``bench/latency.py``
+use them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..core.prune import pruned_layers, unprune
+from ..errors import PofError
+from ..optional import require
+from .onnx import export_onnx, session
+
+
+def machine() -> str:
+    """This machine in a few words: the CPU model and its core count."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def runtime(threads: int) -> str:
+    """The runtime the measurements use, named with its version and threads."""
+    ort = require("onnxruntime", "measuring latency")
+    return f"onnxruntime {ort.__version__} CPUExecutionProvider, {threads} thread(s)"
+
+
+def time_calls(fn: Callable[[], Any], inner: int) -> float:
+    """Mean seconds of ``inner`` calls of ``fn``."""
+    t = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t) / inner
+
+
+def interleaved_medians(runners: dict[Hashable, Callable[[], Any]], repeats: int,
+                        sample_s: float = 0.05) -> dict[Hashable, float]:
+    """Median seconds per call of each runner over ``repeats`` rounds; each round calls
+    every runner in turn, a fast one repeated to about ``sample_s`` per sample (after one
+    warm-up call)."""
+    if repeats < 1:
+        raise PofError(f"repeats must be >= 1, got {repeats}")
+    inner = {}
+    for k, fn in runners.items():
+        fn()
+        inner[k] = max(1, math.ceil(sample_s / max(time_calls(fn, 1), 1e-5)))
+    times: dict[Hashable, list[float]] = {k: [] for k in runners}
+    for _ in range(repeats):
+        for k, fn in runners.items():
+            times[k].append(time_calls(fn, inner[k]))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _at_width(model: nn.Module, sparsity: float, example: Tensor, importance: str,
+              exclude: Any) -> nn.Module:
+    """A CPU copy of ``model`` with ``sparsity`` of every channel group removed."""
+    from ..structured import prune_channels, remove_channels
+
+    m = copy.deepcopy(model).cpu().eval()
+    if pruned_layers(m):  # a pruned checkpoint's masks: latency does not depend on values
+        unprune(m)
+    if sparsity > 0:
+        prune_channels(m, sparsity, example, importance=importance, exclude=exclude)
+        remove_channels(m)
+    return m
+
+
+def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[float],
+                    batch: int = 1, threads: int = 1, repeats: int = 10,
+                    importance: str = "pof", exclude: Any = None) -> list[dict[str, Any]]:
+    """Export ``model`` with each fraction of ``sparsities`` of its channels removed (the
+    dense model, 0, always included) and time each in onnxruntime at ``batch`` on
+    ``threads`` threads, interleaved (:func:`interleaved_medians`). ``model`` is left as
+    it is. Returns one row per width, ascending: ``sparsity``, ``params``, ``ms``
+    (median per forward) and ``speedup`` (dense ms / ms)."""
+    require("onnxruntime", "measuring latency")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise PofError(f"batch must be a whole number >= 1, got {batch!r}")
+    ss = sorted({0.0, *map(float, sparsities)})
+    example = example_inputs.detach().cpu()
+    x = {"input": torch.randn(batch, *example.shape[1:]).numpy()}
+    params, runners = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in ss:
+            m = _at_width(model, s, example, importance, exclude)
+            params[s] = sum(p.numel() for p in m.parameters())
+            path = Path(tmp) / f"w{len(runners)}.onnx"
+            export_onnx(m, path, example, check=False)
+            sess = session(path, threads)
+            runners[s] = (lambda sess=sess: sess.run(None, x))
+        med = interleaved_medians(runners, repeats)
+    return [{"sparsity": s, "params": params[s], "ms": 1000 * med[s],
+             "speedup": med[0.0] / med[s]} for s in ss]
+
+
+def pick_width(rows: list[dict[str, Any]], speedup: float | None = None,
+               latency_ms: float | None = None) -> dict[str, Any] | None:
+    """The widest row (lowest ``sparsity``) at least ``speedup`` times faster than the
+    dense one, or at most ``latency_ms``; None if no row is."""
+    if (speedup is None) == (latency_ms is None):
+        raise PofError("give one of speedup or latency_ms")
+    ok = [r for r in rows if (r["speedup"] >= speedup if speedup is not None
+                              else r["ms"] <= latency_ms)]
+    return min(ok, key=lambda r: r["sparsity"]) if ok else None
+
+
+def latency_table(rows: list[dict[str, Any]], chosen: dict[str, Any] | None = None) -> str:
+    """The measured rows as a markdown table (the chosen one marked)."""
+    lines = ["| channels removed | parameters | ms per batch | speed-up |",
+             "|---:|---:|---:|---:|"]
+    for r in rows:
+        mark = " **<-**" if chosen is not None and r is chosen else ""
+        lines.append(f"| {100 * r['sparsity']:.1f}% | {r['params']:,} | {r['ms']:.3f} | "
+                     f"{r['speedup']:.2f}x{mark} |")
+    return "\n".join(lines)
+
+
+def candidate_widths(lo: float = 0.0, hi: float = 0.875, step: float = 0.0625
+                     ) -> list[float]:
+    """Channel fractions from ``lo`` to ``hi`` (both included) every ``step``."""
+    n = max(0, math.floor((hi - lo) / step + 1e-9))
+    return sorted({round(lo + k * step, 6) for k in range(n + 1)} | {round(hi, 6)})
+
+
+def choose_width(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[float],
+                 speedup: float | None = None, latency_ms: float | None = None,
+                 batch: int = 1, threads: int = 1, repeats: int = 10,
+                 importance: str = "pof", exclude: Any = None,
+                 say: Callable[[str], None] = print) -> tuple[float, dict[str, Any]]:
+    """Measure ``model`` at each width of ``sparsities`` (:func:`width_latencies`), print the
+    table with ``say`` and return the widest meeting the request (:func:`pick_width`) with a
+    record of the measurement (request, chosen row, runtime, batch, machine, table).
+    Raises :class:`PofError` when no width meets it."""
+    rows = width_latencies(model, example_inputs, sparsities, batch, threads, repeats,
+                           importance, exclude)
+    chosen = pick_width(rows, speedup, latency_ms)
+    where = f"{runtime(threads)}, batch {batch}, {machine()}"
+    say(f"measured latency ({where}; median of {repeats} interleaved rounds):")
+    say(latency_table(rows, chosen))
+    want = f"--speedup {speedup:g}" if speedup is not None else f"--latency-ms {latency_ms:g}"
+    if chosen is None:
+        best = min(rows, key=lambda r: r["ms"])
+        raise PofError(f"no measured width meets {want}: the fastest, "
+                       f"{100 * best['sparsity']:g}% of channels removed, runs {best['ms']:.3g} "
+                       f"ms ({best['speedup']:.2f}x the dense model); allow more sparsity "
+                       "(--candidates) or ask for less")
+    record = {"request": {"speedup": speedup} if speedup is not None
+              else {"latency_ms": latency_ms},
+              "sparsity": chosen["sparsity"], "ms": chosen["ms"], "speedup": chosen["speedup"],
+              "dense_ms": rows[0]["ms"], "batch": batch, "threads": threads,
+              "runtime": runtime(threads), "machine": machine(), "repeats": repeats,
+              "table": rows}
+    say(f"pof prune: {want}: {100 * chosen['sparsity']:g}% of channels removed, "
+        f"{chosen['ms']:.3g} ms ({chosen['speedup']:.2f}x the dense {rows[0]['ms']:.3g} ms)")
+    return chosen["sparsity"], record

@@ -1,0 +1,182 @@
+"""Channel ranges (issue 24): one model for every width, deployed by measured speed, ONNX
+that carries what a deployer needs."""
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pof
+from pof.core.channel_subnet import ChannelSubnetSampler
+from pof.errors import ConfigError, PofError
+from pof.models import create_model
+
+pytest.importorskip("torch_pruning")
+pytest.importorskip("onnxruntime")
+
+X = torch.zeros(1, 1, 8, 8)
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return pof.to_sphere(create_model("small_cnn"))
+
+
+def test_narrowed_pass_is_the_channel_pruned_model():
+    """The training pass at width 1 - s computes what prune_channels(s) + removal deploys."""
+    model = _model().eval()
+    sampler = ChannelSubnetSampler(model, pof.channel_groups(model, X), (0.0, 0.5), "zero")
+    x = torch.randn(6, 1, 8, 8)
+    for s in (0.25, 0.5):
+        with torch.no_grad(), sampler.pruned(s):
+            narrow = model(x)
+        deployed = pof.remove_channels(pof.prune_channels(copy.deepcopy(model), s, X))
+        with torch.no_grad():
+            torch.testing.assert_close(narrow, deployed(x), atol=1e-5, rtol=1e-5)
+        assert deployed.features[1][0].out_channels == 64 - round(s * 64)
+    with torch.no_grad():  # hooks gone: the full width again
+        torch.testing.assert_close(model(x), copy.deepcopy(model)(x))
+
+
+def test_widths_are_nested_and_mean_fill_is_the_batch_mean():
+    model = _model()
+    sampler = ChannelSubnetSampler(model, pof.channel_groups(model, X), "0:0.5", "mean")
+    masks = {s: sampler.keep_masks(s) for s in (0.0, 0.125, 0.25, 0.5)}
+    for name, keep in masks[0.5].items():
+        assert int(keep.sum()) == keep.numel() - round(0.5 * keep.numel())
+        assert bool((masks[0.125][name] >= masks[0.25][name]).all())  # a prefix of one order
+        assert bool((masks[0.25][name] >= keep).all()) and bool(masks[0.0][name].all())
+    seen = {}
+    with sampler.pruned(0.5):  # a hook after the sampler's: what fc reads
+        h = model.fc.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+        model(torch.randn(8, 1, 8, 8))
+    h.remove()
+    gone = ~masks[0.5]["fc"]
+    torch.testing.assert_close(seen["x"][:, gone], seen["x"][:, gone].mean(0, keepdim=True)
+                               .expand(8, -1))
+
+
+def test_channel_range_method_trains_both_widths():
+    """ChannelRange: nested channel-penalty levels, the narrow half-batch distilled from
+    the full width; BatchNorm statistics follow the full width only."""
+    model = _model()
+    method = pof.ChannelRange(model, "0:0.5", example_inputs=X)
+    assert method.penalty.levels == pytest.approx([0, 1 / 6, 1 / 3, 0.5])
+    assert method.distill == 1.0 and isinstance(method.sampler, ChannelSubnetSampler)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    e0 = method.logs()["level_energy"]
+    for _ in range(3):
+        loss = method.loss(x, y, F.cross_entropy)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.after_step()
+    e1 = method.logs()["level_energy"]
+    assert e1[0] == 0 and e1[-1] < e0[-1]  # the penalty empties the removed channels
+    assert method.state_dict()["steps"] == 3
+
+
+def test_config_takes_a_channel_range():
+    from pof.training.config import TrainConfig
+
+    cfg = TrainConfig(penalty="pof", structure="channel", sparsity="0:0.5")
+    assert cfg.sparsity == [0.0, 0.5] and cfg.subnet_mode == "split"
+    with pytest.raises(ConfigError, match="one sparsity, not a range"):
+        TrainConfig(penalty="pof", pattern="2:4", sparsity="0.3:0.7")
+
+
+def test_pick_width_and_candidates():
+    from pof.export.latency import candidate_widths, pick_width
+
+    rows = [{"sparsity": s, "ms": ms, "speedup": 4.0 / ms}
+            for s, ms in ((0.0, 4.0), (0.25, 2.5), (0.375, 1.9), (0.5, 2.0))]
+    assert pick_width(rows, speedup=2.0)["sparsity"] == 0.375  # the widest that meets it
+    assert pick_width(rows, latency_ms=3.0)["sparsity"] == 0.25
+    assert pick_width(rows, speedup=3.0) is None
+    with pytest.raises(PofError):
+        pick_width(rows)
+    assert candidate_widths(0, 0.5) == [0, 0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.375,
+                                        0.4375, 0.5]
+
+
+def _fake_timing(monkeypatch):
+    """Deterministic latency: a width removing s of the channels runs in (1 - s) x dense."""
+    import pof.export.latency as lat
+
+    monkeypatch.setattr(lat, "interleaved_medians", lambda runners, repeats, sample_s=0.05: {
+        s: 1e-3 * (1 - s) for s in runners})
+
+
+def test_tiny_channel_range_deployed_at_two_widths_by_speedup(tmp_path, capsys, monkeypatch):
+    """Done-when of issue 24: a channel-range model trained a few steps on digits, deployed
+    through --speedup at two widths (the timing faked to be deterministic; the real one in
+    the test below), its ONNX read back with onnxruntime."""
+    from pof.cli import main
+    from pof.export.onnx import read_metadata
+    from pof.training.checkpoint import model_from_checkpoint, read_meta
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "small_cnn", "--data", "digits", "--penalty", "pof",
+                 "--structure", "channel", "--sparsity", "0:0.5", "--subnet-distill", "1",
+                 "--max-steps", "3", "--batch-size", "32", "--workers", "0", "--no-progress",
+                 "--out", str(run)]) == 0
+    ckpt = run / "last.safetensors"
+    assert read_meta(ckpt)["config"]["sparsity"] == [0.0, 0.5]
+    _fake_timing(monkeypatch)
+    widths = {}
+    for speedup, want in (("1.0", 0.0), ("1.5", 0.375)):  # 1 / (1 - s) >= 1.5: s >= 1/3
+        out = tmp_path / f"x{speedup}"
+        assert main(["prune", str(ckpt), "--structure", "channel", "--speedup", speedup,
+                     "--bn-recal", "1", "--onnx", "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "| channels removed |" in text and "**<-**" in text
+        meta = read_meta(out / "pruned.safetensors")
+        assert meta["pruned"]["sparsity"] == want == meta["latency"]["sparsity"]
+        assert meta["latency"]["request"] == {"speedup": float(speedup)}
+        assert [r["sparsity"] for r in meta["latency"]["table"]] == [k / 16 for k in range(9)]
+        model, _ = model_from_checkpoint(out / "pruned.safetensors")
+        widths[want] = model.features[1][0].out_channels
+        onnx_meta = read_metadata(out / "model.onnx")
+        assert float(onnx_meta["pof.width"]) == 1 - want
+        assert json.loads(onnx_meta["pof.classes"]) == [str(i) for i in range(10)]
+        assert json.loads(onnx_meta["pof.latency"])["speedup"] == pytest.approx(1 / (1 - want))
+    assert widths == {0.0: 64, 0.375: 40}
+    assert main(["prune", str(ckpt), "--structure", "channel", "--speedup", "5",
+                 "--out", str(tmp_path / "none")]) == 2  # 2x at most in the range
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no measured width meets --speedup 5" in err
+    assert not (tmp_path / "none").exists()
+    assert main(["prune", str(ckpt), "--speedup", "2", "--out", str(tmp_path / "w")]) == 2
+    assert "add --structure channel" in capsys.readouterr().err
+
+
+def test_measured_latency_and_onnx_metadata(tmp_path, capsys):
+    """Real onnxruntime timing (dense always meets --speedup 1); `pof export` writes the
+    input normalisation, classes, width and sparsity, read back with onnxruntime."""
+    from pof.cli import main
+    from pof.export.onnx import read_metadata
+    from pof.training.checkpoint import save_checkpoint
+
+    data = {"source": "digits", "image_size": [1, 8, 8], "mean": [0.3], "std": [0.4],
+            "classes": [f"c{i}" for i in range(10)]}
+    src = save_checkpoint(tmp_path / "m.safetensors", _model(), {
+        "arch": {"name": "small_cnn", "num_classes": 10, "kwargs": {}}, "data": data})
+    assert main(["prune", str(src), "--structure", "channel", "--speedup", "1",
+                 "--candidates", "0.5", "--repeats", "2", "--recover", "zero", "--no-eval",
+                 "--onnx", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "batch 1" in out and "| 50.0% | " in out
+    meta = read_metadata(tmp_path / "p" / "model.onnx")
+    assert meta["pof.structure"] == "channel" and meta["pof.sparsity"] == "0"
+    lat = json.loads(meta["pof.latency"])
+    assert lat["ms"] > 0 and lat["batch"] == 1 and "cores" in lat["machine"]
+    assert main(["export", str(src), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) == 0
+    meta = read_metadata(tmp_path / "d.onnx")
+    assert json.loads(meta["pof.mean"]) == [0.3] and json.loads(meta["pof.std"]) == [0.4]
+    assert json.loads(meta["pof.classes"])[3] == "c3" and meta["pof.arch"] == "small_cnn"
+    assert meta["pof.structure"] == "dense" and meta["pof.width"] == "1"
+    assert int(meta["pof.params"]) == sum(p.numel() for p in create_model("small_cnn")
+                                          .parameters())
