@@ -42,20 +42,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import on_the_fly as otf  # noqa: E402
-from on_the_fly import DATA, PRETRAINED, ROOT, pof, run, train_once  # noqa: E402
+import on_the_fly as otf
+from runner import (
+    DATA,
+    PRETRAINED,
+    ROOT,
+    append_new,
+    flags,
+    inject,
+    last_top1,
+    out_of,
+    pof,
+    ran,
+    run,
+    shown,
+    train_once,
+)
 
-from pof.core.penalty import default_form_weight  # noqa: E402
+from pof.core.penalty import default_form_weight
 
 STEPS = ("pretrain", "on_the_fly", "mbv2")
 DOCS = (ROOT / "docs" / "results").resolve()
-
-
-def last_top1(run_dir: Path) -> float:
-    """Test top-1 % at the end of a run (its last metrics line)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return 100 * json.loads(lines[-1])["test_top1"]
 
 
 def width_tag(model: str, args: argparse.Namespace) -> str:
@@ -114,11 +121,11 @@ def mbv2_arm(arm: str, seed: int, std: Path, args: argparse.Namespace, log: Path
     if arm == "conventional":
         pruned = prune(std, d / "pruned", "zero", args, log)
     elif arm == "gmp":
-        pruned = train_once(pof("train", *common, *otf.flags(otf.arm_options("gmp70"))),
+        pruned = train_once(pof("train", *common, *flags(otf.arm_options("gmp70"))),
                             d / "train", log)
     else:  # the ResNet-20 arm's settings, but weight 100: the penalty is a mean over layers
         # and MobileNetV2's 52 kept 6.7% of the pruned energy at 20 (docs/method.md, 2)
-        final = train_once(pof("train", *common, *otf.flags(otf.arm_options("pof70")),
+        final = train_once(pof("train", *common, *flags(otf.arm_options("pof70")),
                                "--penalty-weight", "100"), d / "train", log)
         pruned = prune(final, d / "pruned", "mean", args, log)
     finetune(pruned, d / "ft", args, log, seed)
@@ -240,7 +247,7 @@ def headline(rows: list[dict]) -> list[str]:
 def logged(log: Path, runs: set[tuple[str, int]]) -> list[dict]:
     """The lines of a commands.jsonl that ran one of ``runs`` (arm, seed)."""
     lines = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-    return [r for r in lines if any(otf.ran(r["cmd"], f"{a}-s{n}") for a, n in runs)]
+    return [r for r in lines if any(ran(r["cmd"], f"{a}-s{n}") for a, n in runs)]
 
 
 # runs logged before commands.jsonl named the machine ran on the development machine
@@ -277,7 +284,7 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
     init = (os.path.relpath(PRETRAINED, ROOT) if model == "resnet20"
             else f"runs/at_scale/{model}-standard/final.safetensors")
     ns = argparse.Namespace(model=model, docs=args.docs, init=init,
-                            data=os.path.relpath(otf.DATA, ROOT), device=None)
+                            data=os.path.relpath(DATA, ROOT), device=None)
     name = otf.results_name(ns)
     rows = otf.rows_of(ns)
     if not rows:
@@ -300,13 +307,13 @@ def model_section(model: str, args: argparse.Namespace) -> list[str]:
     opts = otf.common(ns, 0)
     del opts["seed"]
     run_dir = Path("runs") / name / "ARM-sN"
-    sweep = otf.shown(otf.sweep_command(run_dir / "final.safetensors", run_dir / "sweep-bn",
+    sweep = shown(otf.sweep_command(run_dir / "final.safetensors", run_dir / "sweep-bn",
                                         "sweep-bn", ns))
     cmds = [f"Each run, from the project root: `pof train COMMON --seed N OPTIONS --out "
             f"{run_dir}`, then `{sweep}` (and the same without `--bn-recal` into `sweep/`), "
-            f"with COMMON = `{shlex.join(otf.flags(opts))}` and OPTIONS:", "",
+            f"with COMMON = `{shlex.join(flags(opts))}` and OPTIONS:", "",
             "| arm | OPTIONS |", "|---|---|"]
-    cmds += [f"| {arm} | `{shlex.join(otf.flags(otf.arm_options(arm)))}` |"
+    cmds += [f"| {arm} | `{shlex.join(flags(otf.arm_options(arm)))}` |"
              for _, arm, _ in HEADLINE if any(r["arm"] == arm for r in rows)]
     return [f"## {model}", "",
             f"Seeds run: {', '.join(map(str, seeds))}. Test top-1 %, "
@@ -339,14 +346,8 @@ def archive_runs(args: argparse.Namespace) -> Path:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(m.parent / f, target)
         if (args.out / "commands.jsonl").is_file():
-            otf.append_new(args.out / "commands.jsonl", dest / "commands.jsonl")
+            append_new(args.out / "commands.jsonl", dest / "commands.jsonl")
     return dest
-
-
-def out_of(cmd: str) -> Path:
-    """The ``--out`` folder of a logged command (empty path if it has none)."""
-    args = shlex.split(cmd)
-    return Path(args[args.index("--out") + 1]) if "--out" in args[:-1] else Path()
 
 
 def starting_points(args: argparse.Namespace) -> list[str]:
@@ -367,10 +368,10 @@ def starting_points(args: argparse.Namespace) -> list[str]:
                 and out_of(c["cmd"]).name == folder.name]         # not an arm's --init
         wall = sum(c["wall_s"] for c in mine)
         machine = "; ".join(sorted({c.get("host", "?") for c in mine})) or "?"
-        shown = otf.shown([a for a in shlex.split(mine[0]["cmd"]) if a != "--resume"]
-                          ) if mine else "?"
+        cmd = shown([a for a in shlex.split(mine[0]["cmd"]) if a != "--resume"]
+                    ) if mine else "?"
         lines.append(f"| {folder.name.removesuffix('-standard')} | {100 * m['test_top1']:.2f} | "
-                     f"{m['epoch']} | {machine} | {wall:.0f} s | `{shown}` |")
+                     f"{m['epoch']} | {machine} | {wall:.0f} s | `{cmd}` |")
     return ["## Converged starting points", "",
             "Every arm of a model continues its standard model, trained with the recipe "
             "(recipes/cifar10_<model>_standard.yaml; configs and metrics in "
@@ -401,7 +402,7 @@ def kept_section(args: argparse.Namespace) -> list[str]:
 
 def publish(args: argparse.Namespace, echo: bool = True) -> None:
     """docs/results/cifar10.md from the converged-model runs only."""
-    if getattr(args, "out", None):  # bench/on_the_fly.py --report-only passes none
+    if getattr(args, "out", None):  # --no-archive (bench/on_the_fly.py --report-only): none
         archive_runs(args)
     mbv2_page(args)
     mbv2 = args.docs / "mobilenet_v2_70.md"
@@ -426,7 +427,7 @@ def publish(args: argparse.Namespace, echo: bool = True) -> None:
     rows = otf.rows_of(argparse.Namespace(model="resnet20", docs=args.docs))
     readme = args.readme or (ROOT / "README.md" if args.docs.resolve() == DOCS else None)
     if rows and readme:  # the project's README only from the project's own results
-        otf.inject(readme, "headline", "\n".join(headline(rows)))
+        inject(readme, "headline", "\n".join(headline(rows)))
     if echo:
         print("\n".join(text))
 
@@ -485,9 +486,15 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild docs/results/cifar10.md (and the README's table) from the "
                    "archived runs")
+    p.add_argument("--no-archive", action="store_true",
+                   help="with --report-only: archive nothing from --out, only rebuild the pages "
+                   "(bench/on_the_fly.py --report-only runs this)")
+    p.add_argument("--quiet", action="store_true", help="with --report-only: print nothing")
     args = p.parse_args()
     if args.report_only:
-        return publish(args)
+        if args.no_archive:
+            args.out = None
+        return publish(args, echo=not args.quiet)
     steps = args.steps.split(",")
     if set(steps) - set(STEPS) or args.jobs < 1 or not 0 < args.mbv2_width <= 1:
         sys.exit(f"--steps takes {','.join(STEPS)}; --jobs at least 1; --mbv2-width in (0, 1]")

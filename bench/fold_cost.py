@@ -20,10 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pof  # noqa: E402
-from pof.models import create_model  # noqa: E402
+import pof
+from pof.models import create_model
 
 CASES = (("resnet20", 64, 32), ("resnet20", 8, 32), ("resnet18", 8, 112))
 

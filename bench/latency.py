@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shlex
-import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pof  # noqa: E402
-from pof.export.onnx import export_onnx, session  # noqa: E402
-from pof.models import create_model, default_input_size  # noqa: E402
+import pof
+from pof.export.latency import interleaved_medians
+from pof.export.onnx import export_onnx, session
+from pof.models import create_model, default_input_size
 
 VARIANTS = ("dense", "unstructured", "mean-folded", "structured")
 
@@ -48,13 +44,6 @@ def build(name: str, variant: str, sparsity: float, channels: float,
     return m
 
 
-def time_calls(fn, inner: int) -> float:
-    t = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t) / inner
-
-
 def measure(name: str, batch: int, args, tmp: Path) -> list[dict]:
     size = default_input_size(name)
     if size[1] > 64:
@@ -70,20 +59,13 @@ def measure(name: str, batch: int, args, tmp: Path) -> list[dict]:
             export_onnx(m, path, torch.zeros(1, *size))
         sess, feed = session(path, args.threads), {"input": x.numpy()}
         runners[(v, "onnxruntime")] = (lambda s=sess, f=feed: s.run(None, f))
-    times = {k: [] for k in runners}
-    with torch.no_grad():
-        inner = {}
-        for k, fn in runners.items():  # warm up; repeat fast calls to ~50 ms per sample
-            fn()
-            inner[k] = max(1, math.ceil(0.05 / max(time_calls(fn, 1), 1e-5)))
-        for _ in range(args.repeats):
-            for k, fn in runners.items():
-                times[k].append(time_calls(fn, inner[k]))
+    with torch.no_grad():  # warm-up, fast calls repeated to ~50 ms per sample, median
+        times = interleaved_medians(runners, args.repeats)
     rows = []
     for rt in ("eager", "onnxruntime"):
-        dense = statistics.median(times[("dense", rt)])
+        dense = times[("dense", rt)]
         for v in VARIANTS:
-            med = statistics.median(times[(v, rt)])
+            med = times[(v, rt)]
             rows.append({"model": name, "input": list(size), "batch": batch, "runtime": rt,
                          "variant": v, "ms": 1000 * med, "ratio": med / dense,
                          "params": params[v]})

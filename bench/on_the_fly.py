@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import shlex
 import shutil
 import statistics
@@ -39,10 +37,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-PRETRAINED = SHARED / "pretrained" / "cifar10-resnet20-standard-e30-s0.safetensors"
-DATA = SHARED / "data" / "cifar10"
+from runner import (
+    DATA,
+    PRETRAINED,
+    ROOT,
+    archive_commands,
+    flags,
+    inject,
+    pof,
+    run,
+    shown,
+    train_once,
+)
+
 SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 BN_RECAL = 20
 RANGE = "0.3:0.9"
@@ -113,82 +120,8 @@ def results_name(args: argparse.Namespace) -> str:
     return "on_the_fly" if args.model == "resnet20" else f"on_the_fly_{args.model}"
 
 
-def flags(opts: dict[str, str]) -> list[str]:
-    return [x for k, v in opts.items() for x in (f"--{k}", v)]
-
-
-def run(cmd: list[str], log: Path) -> None:
-    """Run ``cmd`` (printed first) and append it and its wall time to ``log``."""
-    print("$ " + shlex.join(cmd), flush=True)
-    t = time.time()
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    import torch
-
-    with open(log, "a") as f:
-        f.write(json.dumps({"cmd": shlex.join(cmd), "wall_s": round(time.time() - t, 1),
-                            "host": host(), "torch": torch.__version__,
-                            "threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
-
-
-def host() -> str:
-    """The machine in a few words: CPU model and cores, and the GPU when there is one."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-        cpu = model
-    except (OSError, StopIteration):
-        pass
-    gpu = ""
-    if torch.cuda.is_available():  # the name without opening a CUDA context here
-        gpu = ", CUDA GPU"
-        for info in Path("/proc/driver/nvidia/gpus").glob("*/information"):
-            gpu = ", " + next((ln.split(":", 1)[1].strip() for ln in
-                               info.read_text().splitlines() if ln.startswith("Model")),
-                              "CUDA GPU")
-            break
-    return f"{cpu}, {os.cpu_count()} cores{gpu}"
-
-
-def portable(arg: str) -> str:
-    """A path as seen from the project root, wherever the project was when the command ran
-    (``/tmp/w/pof/runs/x`` -> ``runs/x``, ``/x/shared/data`` -> ``../shared/data``)."""
-    if not arg.startswith(os.sep):
-        return arg
-    if arg.startswith((str(ROOT) + os.sep, str(ROOT.parent / "shared") + os.sep)):
-        return os.path.relpath(arg, ROOT)  # the project and ../shared, here
-    marks = {"/shared/": "../shared/", "/runs/": "runs/", "/recipes/": "recipes/",
-             "/docs/": "docs/"}
-    found = [(arg.find(m), m) for m in marks if m in arg]
-    if not found:
-        return arg
-    at, mark = min(found)  # the first one: /tmp/w/pof/runs/shared/x is a run folder
-    return marks[mark] + arg[at + len(mark):]
-
-
-def shown(cmd: list[str]) -> str:
-    """A ``pof(...)`` command as a user types it: ``pof ...``, paths from the project root."""
-    return shlex.join(["pof", *map(portable, cmd[3:])])
-
-
 def device_flags(args: argparse.Namespace) -> list[str]:
     return ["--device", args.device] if args.device else []
-
-
-def pof(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pof", *args]
-
-
-def train_once(cmd: list[str], out: Path, log: Path) -> Path:
-    """Run a ``pof train``/``finetune`` command writing to ``out`` unless it has finished
-    (``out/final.safetensors``); a killed one continues with ``--resume``."""
-    if not (out / "final.safetensors").is_file():
-        resume = ["--resume"] if (out / "last.safetensors").is_file() else []
-        run([*cmd, "--out", str(out), *resume], log)
-    return out / "final.safetensors"
 
 
 def train_command(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
@@ -231,28 +164,6 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     return keep
 
 
-def ran(cmd: str, run_name: str) -> bool:
-    """Whether a logged command worked on the run folder ``run_name`` (e.g. pof-range-s1)."""
-    return re.search(rf"/{re.escape(run_name)}(/|\s|$)", cmd) is not None
-
-
-def append_new(log: Path, archive: Path, keep=lambda cmd: True) -> None:
-    """Append to ``archive`` the lines of the commands log ``log`` whose command ``keep``
-    accepts and that it does not hold yet."""
-    have = set(archive.read_text().splitlines()) if archive.is_file() else set()
-    new = [line for line in log.read_text().splitlines()
-           if line not in have and keep(json.loads(line)["cmd"])]
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with open(archive, "a") as f:
-        f.writelines(line + "\n" for line in new)
-
-
-def archive_commands(log: Path, archive: Path, run_name: str) -> None:
-    """Append the logged commands of one run to the archived log (each line once)."""
-    append_new(log, archive, lambda cmd: ran(cmd, run_name))
-
-
-# ---------------------------------------------------------------- kept checkpoints
 KEPT_ARMS = ("pof-range", "gmp70", "gmp90")  # the headline model and the best dedicated ones
 
 
@@ -430,24 +341,6 @@ def targets(rows: list[dict]) -> list[str]:
     return out if len(out) > 2 else ["No target has all its arms finished yet."]
 
 
-def inject(page: Path, block: str, text: str) -> None:
-    """Replace what lies between ``<!-- begin BLOCK -->`` and ``<!-- end BLOCK -->`` in a
-    hand-written page with generated text (the page keeps its prose around it)."""
-    from pof.fileio import write_text
-
-    begin, end = f"<!-- begin {block} -->", f"<!-- end {block} -->"
-    if not page.is_file():
-        return
-    src = page.read_text()
-    if begin not in src:
-        return
-    if src.count(begin) != 1 or src.count(end) != 1 or src.index(end) < src.index(begin):
-        sys.exit(f"{page}: the block {block!r} needs one begin and one end marker, in order")
-    head, _, rest = src.partition(begin)
-    _, _, tail = rest.partition(end)
-    write_text(page, f"{head}{begin}\n{text}\n{end}{tail}")
-
-
 def report(args: argparse.Namespace) -> None:
     rows = rows_of(args)
     if not rows:
@@ -500,10 +393,11 @@ def report(args: argparse.Namespace) -> None:
     (args.docs / f"{name}.json").write_text(json.dumps(rows, indent=1))
     plot(rows, arms, ss, args.docs / f"{name}.png", args.model)
     print(text)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from at_scale import publish  # cifar10.md and the README's table, from the same runs
-
-    publish(argparse.Namespace(docs=args.docs, readme=args.readme), echo=False)
+    # cifar10.md and the README's table, from the same runs (bench/at_scale.py owns them)
+    subprocess.run([sys.executable, str(Path(__file__).with_name("at_scale.py")), "--report-only",
+                    "--no-archive", "--quiet", "--docs", str(args.docs),
+                    *(["--readme", str(args.readme)] if args.readme else [])],
+                   check=True, cwd=ROOT)
 
 
 def plot(rows: list[dict], arms: list[str], ss: tuple[float, ...], path: Path,

@@ -23,8 +23,8 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from on_the_fly import DATA, ROOT, SPARSITIES, pof, run, train_once  # noqa: E402
+from on_the_fly import SPARSITIES
+from runner import DATA, ROOT, pof, run, train_once
 
 ARMS = {"pof70": ("cifar10_vit_tiny_pof.yaml", ["--penalty-warmup", "1"]),
         "gmp70": ("cifar10_vit_tiny_gmp.yaml", [])}

@@ -45,10 +45,15 @@ def test_speed_bench_scripts_start(script):
     assert "--out" in out
 
 
+BENCH = Path(__file__).parent.parent / "bench"
+
+
 def load_bench(script: str):
-    """A fresh module of ``bench/<script>.py`` (tests may patch it freely)."""
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{script}", Path(__file__).parent.parent / "bench" / f"{script}.py")
+    """A fresh module of ``bench/<script>.py`` (tests may patch it freely); the bench folder
+    goes on ``sys.path``, as it is for a script run from there (``import runner``)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -100,7 +105,7 @@ def test_on_the_fly_inject_replaces_only_the_marked_block(tmp_path):
 def test_on_the_fly_archives_each_runs_commands_once(tmp_path):
     import json
 
-    otf = load_on_the_fly()
+    otf = load_bench("runner")
     log, archive = tmp_path / "log.jsonl", tmp_path / "archive.jsonl"
     lines = [json.dumps({"cmd": c, "wall_s": 1.0}) for c in (
         "python -m pof train --seed 1 --out runs/pof-range-s1",
@@ -296,7 +301,7 @@ def test_targets_legend_quotes_the_seed_spread_of_its_rows():
 
 
 def test_portable_paths_from_another_machine():
-    otf = load_on_the_fly()
+    otf = load_bench("runner")  # the shared run helpers
     assert otf.portable("/tmp/w/pof/runs/at_scale/x") == "runs/at_scale/x"
     assert otf.portable("/tmp/w/shared/data/cifar10") == "../shared/data/cifar10"
     assert otf.portable("/tmp/w/pof/recipes/r.yaml") == "recipes/r.yaml"
