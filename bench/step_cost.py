@@ -28,7 +28,7 @@ from on_the_fly import ARMS, DATA, POF_COMMON  # noqa: E402
 from pof.training import TrainConfig, Trainer  # noqa: E402
 from pof.training.config import field_kind  # noqa: E402
 
-ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram", "pof-range-every2")
+ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram", "pof-range-every2", "pof-range-kd")
 
 
 def config(arm: str, out: str, data: str) -> TrainConfig:
