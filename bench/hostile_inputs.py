@@ -319,7 +319,6 @@ def install_disk_fault(root: str, fault: str) -> None:
 # ---------------------------------------------------------------- running
 CHILD = """
 import sys
-sys.path.insert(0, {bench!r})
 if {fault!r}:
     import hostile_inputs
     hostile_inputs.install_disk_fault({root!r}, {fault!r})
@@ -343,8 +342,9 @@ def run_case(argv: list[str], out: Path, watched: list[Path], fault: str = ""
     import resource
 
     before = _tree(out, *watched)
-    src = CHILD.format(bench=str(ROOT / "bench"), fault=fault, root=str(out), argv=argv)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    src = CHILD.format(fault=fault, root=str(out), argv=argv)
+    path = os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
