@@ -236,3 +236,32 @@ def test_lightning_callback_trains_a_distilled_range():
     assert cb.pof.method.steps == 4 and isinstance(cb.pof.method, pof.OnTheFly)
     assert _pruned_fraction(module) == pytest.approx(0.8, abs=0.01)
     assert "training_step" not in vars(module) and "log" not in vars(module)
+
+
+def test_a_frozen_teacher_is_distilled_instead_of_the_dense_network(tmp_path):
+    """subnet_teacher init: the pruned passes learn the starting model's outputs; the teacher
+    does not move and is not the model being trained."""
+    import copy
+
+    from pof.training import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = _net()
+    frozen = copy.deepcopy(model)
+    method = pof.OnTheFly(model, (0.3, 0.9), distill=1.0, teacher=frozen)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    _train(model, method, _data(3))
+    assert all(torch.equal(v, frozen.state_dict()[k]) for k, v in before.items())
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    base = dict(model="small_cnn", model_kwargs={"width": 8}, data="digits", epochs=1,
+                batch_size=64, workers=0, progress=False, penalty="pof", sparsity="0.3:0.9")
+    with pytest.raises(ValueError, match="subnet_teacher init"):
+        TrainConfig(**base, subnet_teacher="init", subnet_distill=1.0)
+    first = Trainer(TrainConfig(**base, out=str(tmp_path / "a"), max_steps=2))
+    init = first.run() / "last.safetensors"
+    run = Trainer(TrainConfig(**base, out=str(tmp_path / "b"), init=str(init), max_steps=3,
+                              subnet_teacher="init", subnet_distill=1.0))
+    start = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.run()
+    teacher = run.method.teacher
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in start.items())

@@ -510,7 +510,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     over = {"init": str(args.checkpoint), "penalty": "none", "sphere": False, "penalty_ramp": 0.0,
             "max_steps": getattr(args, "max_steps", None), "structure": "weight",
             "pattern": None, "subnet": "none", "subnet_every": 1, "subnet_distill": 0.0,
-            "subnet_sample": "sandwich", "subnet_count": 1,
+            "subnet_sample": "sandwich", "subnet_count": 1, "subnet_teacher": "self",
             "sparsity": at if isinstance(at, float) else 0.0,  # not a training range
             "model": arch.get("name", base.model), "model_kwargs": arch.get("kwargs", {}),
             "data": data,

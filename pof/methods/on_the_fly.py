@@ -56,6 +56,9 @@ class OnTheFly(OneTarget):
         split: half the batch dense, half pruned (True), or the whole batch through both
             (False: twice the cost, as CrAM does).
         recover: the pruned passes' fill, "mean" (pof's deploy step) or "zero".
+        teacher: a frozen model whose outputs the pruned passes distil instead of the dense
+            network's own (e.g. the converged model training starts from); it runs in eval
+            mode without gradients.
         seed: the sparsity draws are a function of ``(seed, step)``: every DDP rank draws
             the same.
         warmup_steps, include, exclude, sphere and other keyword arguments: as
@@ -73,7 +76,8 @@ class OnTheFly(OneTarget):
                  distill: float = 0.0, subnets: int = 1, sample: str = "sandwich",
                  every: int = 1, split: bool = True, recover: str = "mean", seed: int = 0,
                  warmup_steps: float = 0, sphere: bool = True, include: Patterns = None,
-                 exclude: Patterns = None, **penalty_kwargs: Any) -> None:
+                 exclude: Patterns = None, teacher: nn.Module | None = None,
+                 **penalty_kwargs: Any) -> None:
         for name, v, lo in (("subnets", subnets, 1), ("every", every, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise PofError(f"{name} must be a whole number >= {lo}, got {v!r}")
@@ -90,6 +94,9 @@ class OnTheFly(OneTarget):
                         if plan is None else
                         ChannelSubnetSampler(model, plan, rng, recover, seed, how=sample))
         self.distill, self.subnets, self.every, self.split = float(distill), subnets, every, split
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
 
     def step_loss(self, run: Run, batch: Any, model: nn.Module | None = None,
                   reg_scale: float = 1.0) -> tuple[Any, Tensor]:
@@ -107,12 +114,19 @@ class OnTheFly(OneTarget):
             loss = (h * dense_loss + (n - h) * loss) / n
             return _joined([dense, *outs]), self.with_regularizer(loss, reg_scale)
         dense, loss = run(batch, net)  # the whole batch dense, then pruned (CrAM+)
-        teacher = logits_of(dense).detach() if self.distill else None
+        teacher = None
+        if self.distill:
+            teacher = (logits_of(dense).detach() if self.teacher is None
+                       else self._teacher(run, batch))
         outs, pruned_loss = self._pruned(run, batch, 0, n, ss, teacher)
         return dense, self.with_regularizer(loss + pruned_loss, reg_scale)
 
     def _teacher(self, run: Run, batch: Any) -> Tensor:
-        """The dense network's logits on ``batch``: no gradient, BatchNorm statistics kept."""
+        """The teacher's logits on ``batch`` (the dense network's own, or the frozen
+        teacher's): no gradient, BatchNorm statistics kept."""
+        if self.teacher is not None:
+            with torch.no_grad():
+                return logits_of(run(batch, self.teacher)[0]).detach()
         with torch.no_grad(), bn_stats_frozen(self.model):
             return logits_of(run(batch, self.model)[0]).detach()
 

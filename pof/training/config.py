@@ -260,6 +260,10 @@ class TrainConfig:
     subnet_count: int = _f(1, Number(integer=True, lo=1, hi=8), "pruned subnetworks per "
                            "step, each on its share of the pruned part of the batch (with "
                            "sandwich and more than 1: the top of the range every step)")
+    subnet_teacher: str = _f("self", Str(("self", "init")), "whose outputs the pruned "
+                             "subnetworks distil (with subnet_distill > 0): self (the dense "
+                             "network being trained, in place) or init (the --init model, "
+                             "frozen)")
     gmp_start: float = _f(0.0, Number(lo=0, hi=1), "gmp: fraction of training where pruning "
                           "starts")
     gmp_end: float = _f(0.75, Number(lo=0, hi=1), "gmp: fraction of training where the "
@@ -308,8 +312,12 @@ class TrainConfig:
                               "target: penalty pof, one sparsity, a penalty weight > 0, no "
                               "pattern or structure")
         changed = [k for k, v in (("subnet_every", 1), ("subnet_distill", 0.0),
-                                  ("subnet_sample", "sandwich"), ("subnet_count", 1))
+                                  ("subnet_sample", "sandwich"), ("subnet_count", 1),
+                                  ("subnet_teacher", "self"))
                    if getattr(self, k) != v]
+        if self.subnet_teacher == "init" and not (self.init and self.subnet_distill):
+            raise ConfigError("subnet_teacher init distils the --init model: give init and "
+                              "subnet_distill > 0")
         if changed and self.subnet_mode == "none":
             raise ConfigError(f"{changed[0]} needs a pruned-subnetwork term: a pof sparsity "
                               "range, cram, or subnet split/extra")

@@ -12,6 +12,7 @@ uninterrupted run; with no checkpoint there yet it starts fresh and says so.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -91,8 +92,11 @@ class Trainer:
         if moved:
             self.log(_check_same_data(last, moved, cfg.data, spec, self.steps_per_epoch))
         self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
+        # the frozen teacher of subnet_teacher init: the model as it starts (the --init
+        # weights), taken before a resumed run loads its own
+        teacher = copy.deepcopy(self.model) if cfg.subnet_teacher == "init" else None
         self.method = method_for(cfg, self.model, self.total, self.steps_per_epoch,
-                                 self._channel_plan).to(self.device)
+                                 self._channel_plan, teacher).to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.nesterov and cfg.momentum > 0,
                                    weight_decay=cfg.weight_decay)

@@ -13,9 +13,10 @@ from .config import TrainConfig
 
 
 def method_for(cfg: TrainConfig, model: nn.Module, total_steps: int, steps_per_epoch: int,
-               channel_plan: Callable[[], Any]) -> Method:
+               channel_plan: Callable[[], Any], teacher: nn.Module | None = None) -> Method:
     """The method of ``cfg`` on ``model`` (already on the sphere if the run asks for it);
-    ``channel_plan()`` traces the channel groups when ``structure`` is channel."""
+    ``channel_plan()`` traces the channel groups when ``structure`` is channel; ``teacher``
+    is the frozen model the pruned passes distil when ``subnet_teacher`` is init."""
     pof = cfg.penalty == "pof"
     shape = {"pattern": cfg.pattern,
              "channels": channel_plan() if cfg.structure == "channel" else None}
@@ -26,7 +27,8 @@ def method_for(cfg: TrainConfig, model: nn.Module, total_steps: int, steps_per_e
                         sample=cfg.subnet_sample, every=cfg.subnet_every,
                         split=cfg.subnet_mode == "split", recover="mean" if pof else "zero",
                         seed=cfg.seed, warmup_steps=cfg.penalty_warmup * steps_per_epoch,
-                        sphere=False, **({**_penalty_options(cfg), **shape} if pof else {}))
+                        sphere=False, teacher=teacher,
+                        **({**_penalty_options(cfg), **shape} if pof else {}))
     if pof:
         return OneTarget(model, cfg.sparsity, cfg.penalty_weight, cfg.penalty_form,
                          warmup_steps=cfg.penalty_warmup * steps_per_epoch,
