@@ -76,8 +76,9 @@ def _train_gmp(m: nn.Module) -> None:
     pof.remove(m)
 
 
-def _train_on_the_fly(m: nn.Module) -> None:
-    method = pof.OnTheFly(m, (0.3, 0.9))
+def _train_on_the_fly(m: nn.Module, make: Callable = lambda m: pof.OnTheFly(m, (0.3, 0.9))
+                      ) -> None:
+    method = make(m)
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
     m.train()
     loss = method.loss(X, torch.arange(4) % 5, F.cross_entropy)
@@ -99,6 +100,9 @@ OPS: dict[str, tuple[str, Callable[[nn.Module], object]]] = {
     "gmp": ("plain", _train_gmp),
     "gmp-sphere": ("sphere", _train_gmp),
     "on_the_fly": ("plain", _train_on_the_fly),
+    "one_target": ("plain", lambda m: _train_on_the_fly(m, lambda m: pof.OneTarget(m, 0.5))),
+    "cram": ("plain", lambda m: _train_on_the_fly(m, lambda m: pof.CramStyle(m, (0.3, 0.9)))),
+    "l1": ("plain", lambda m: _train_on_the_fly(m, lambda m: pof.L1(m))),
 }
 
 
