@@ -6,7 +6,6 @@ comes back exactly as it went in. Rows are plain dicts, ready for :mod:`pof.repo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
@@ -19,7 +18,6 @@ from .core.parametrizations import RECOVER, pruned_layers, refuse_pruned
 from .core.prune import prune, unprune
 from .core.selection import Patterns, resolve_selection, select_weights
 from .core.sparsity import SparsityReport, sparsity_report
-from .errors import PofError
 from .progress import progress_bar
 
 
@@ -95,22 +93,3 @@ def sweep(
                          "measured_sparsity": measured,
                          "bn_recal": recalibrate is not None and r != "dense", **metrics})
     return rows
-
-
-def parse_sparsities(text: str) -> list[float]:
-    """Parse a comma-separated list of fractions in [0, 1), e.g. ``"0.3,0.5,0.7"``."""
-    items = [t.strip() for t in str(text).split(",")]
-    if not any(items):
-        raise PofError(f"no sparsities given in {text!r}; expected e.g. '0.3,0.5,0.7'")
-    out = []
-    for t in items:
-        if not t:
-            raise PofError(f"empty item in sparsity list {text!r}; expected e.g. '0.3,0.5,0.7'")
-        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", t):
-            hint = " (use fractions: 0.5, not 50%)" if t.endswith("%") else ""
-            raise PofError(f"sparsity {t!r} is not a number{hint}; expected e.g. '0.3,0.5,0.7'")
-        s = float(t)
-        if not 0.0 <= s < 1.0:
-            raise PofError(f"sparsity {t} is out of range: must be a fraction in [0, 1)")
-        out.append(s)
-    return out

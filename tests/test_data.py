@@ -118,7 +118,7 @@ def test_cache_reused(tmp_path, _cache, monkeypatch):
 def test_tar_archive_matches_folder(tmp_path, _cache, monkeypatch):
     root = _make_folder(tmp_path / "mini")
     tgz = _tar(root, tmp_path / "mini.tar.gz", "mini")
-    monkeypatch.setattr(folder_reader, "_PARALLEL_MIN", 0)  # exercise the process pool once
+    monkeypatch.setattr(folder_reader, "PARALLEL_MIN", 0)  # exercise the process pool once
     tr = load_dataset(str(tgz), "train", progress=False)
     folder = load_dataset(str(root), "train", progress=False)
     assert tr.images.equal(folder.images) and tr.labels.equal(folder.labels)
@@ -128,7 +128,7 @@ def test_tar_archive_matches_folder(tmp_path, _cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("not cached")
 
-    monkeypatch.setattr(loading, "_decode_archive", boom)
+    monkeypatch.setattr(loading, "decode_archive", boom)
     monkeypatch.setattr(folder_reader, "_decode_image", boom)
     te = load_dataset(str(tgz), "test", progress=False)  # cached in the same pass
     assert len(te) == 6 and te.spec.classes == CLASSES
@@ -481,5 +481,5 @@ def test_non_image_archive_is_sniffed_at_its_first_file(tmp_path, monkeypatch):
     read = []
     real_next = tf.TarFile.next
     monkeypatch.setattr(tf.TarFile, "next", lambda self: read.append(1) or real_next(self))
-    assert archive._decode_archive(tgz, tmp_path, "c10", "id", "train", False) is None
+    assert archive.decode_archive(tgz, tmp_path, "c10", "id", "train", False) is None
     assert len(read) <= 3  # the folder entry, the first pickle (of 7 files), end of scan

@@ -96,3 +96,15 @@ def test_no_import_circle(package):
     modules = module_files(package)
     graph = {name: imported(name, path, modules) for name, path in modules.items()}
     assert cycles(graph) == []
+
+
+def test_no_private_name_is_imported_from_another_pof_module():
+    """A name one module shares with others is public (no ``from .x import _name``)."""
+    found = []
+    for name, path in module_files("pof").items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "")
+                                                     .startswith("pof")):
+                found += [f"{name}: {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []

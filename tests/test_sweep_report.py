@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import pof
+from pof.core.masks import parse_sparsities
 from pof.report import markdown_table, plot_sweep, plot_weight_histograms, write_json
-from pof.sweep import parse_sparsities, sweep
+from pof.sweep import sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SPARSITIES = (0.3, 0.5, 0.9)
@@ -161,7 +162,7 @@ def test_parse_sparsities():
     assert parse_sparsities("0.3,0.5,0.7") == [0.3, 0.5, 0.7]
     assert parse_sparsities(" 0, .25 ,0.99") == [0.0, 0.25, 0.99]
     for bad, msg in [("", "no sparsities"), ("0.3,,0.5", "empty"), ("0.3,abc", "'abc'"),
-                     ("50%", "fractions"), ("1.0", "out of range"), ("-0.1", "out of range"),
+                     ("50%", "fractions"), ("1.0", r"\[0, 1\)"), ("-0.1", r"\[0, 1\)"),
                      ("nan", "not a number")]:
         with pytest.raises(ValueError, match=msg):
             parse_sparsities(bad)

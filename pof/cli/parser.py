@@ -44,10 +44,9 @@ def _arg(fn: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 
 
 def _sparsity(text: str) -> float:
-    from ..core.masks import check_sparsity
-    from ..training.config import Number
+    from ..core.masks import parse_sparsity
 
-    return check_sparsity(Number().parse(text))
+    return parse_sparsity(text)
 
 
 def _pattern(text: str) -> str:
@@ -58,7 +57,7 @@ def _pattern(text: str) -> str:
 
 
 def _sparsities(text: str) -> list[float]:
-    from ..sweep import parse_sparsities
+    from ..core.masks import parse_sparsities
 
     return parse_sparsities(text)
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .channels import ChannelPlan
-from .masks import _prune_lowest, check_choice, check_range
+from .masks import check_choice, check_range, keep_all_but_lowest
 from .prune import RECOVER
 from .subnet import SAMPLES, SubnetSampler, bn_stats_frozen
 
@@ -57,7 +57,7 @@ class ChannelSubnetSampler(SubnetSampler):
             scores = self.plan.scores(weights)
         out = {n: torch.ones(w.shape[1], dtype=torch.bool) for n, w in weights.items()}
         for g, s in zip(self.plan.groups, scores, strict=True):
-            gone = ~_prune_lowest(s.float(), round(sparsity * g.channels))
+            gone = ~keep_all_but_lowest(s.float(), round(sparsity * g.channels))
             for name, pairs in g.consumers.items():
                 li, ri = zip(*pairs, strict=True)
                 out[name][list(li)] &= ~gone[list(ri)]

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PofError
-from .masks import _prune_lowest
+from .masks import keep_all_but_lowest
 
 
 @dataclass
@@ -82,7 +82,7 @@ class ChannelPlan:
             if k >= g.channels:
                 raise PofError(f"ratio {ratio:g} would remove all {g.channels} channels of "
                                f"layer {g.root!r} (and its group); lower it or exclude it")
-            g.pruned = (~_prune_lowest(s.float(), k)).nonzero().flatten().tolist()
+            g.pruned = (~keep_all_but_lowest(s.float(), k)).nonzero().flatten().tolist()
 
     def masks(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
         """Keep-masks (shaped like each consumer's weight) without the pruned columns."""

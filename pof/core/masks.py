@@ -42,11 +42,7 @@ def check_range(sparsity: float | str | tuple | list) -> float | tuple[float, fl
     Returns a float, or ``(lo, hi)`` with ``0 <= lo < hi < 1``; raises :class:`PofError`.
     """
     if isinstance(sparsity, str) and ":" in sparsity:
-        try:
-            sparsity = [float(v) for v in sparsity.split(":")]
-        except ValueError:
-            raise PofError(f"a sparsity range is two fractions lo:hi, got {sparsity!r}"
-                           ) from None
+        return parse_sparsity(sparsity, ranged=True)
     if isinstance(sparsity, (tuple, list)):
         if len(sparsity) != 2:
             raise PofError(f"a sparsity range is two fractions lo:hi, got {sparsity!r}")
@@ -55,6 +51,45 @@ def check_range(sparsity: float | str | tuple | list) -> float | tuple[float, fl
             raise PofError(f"sparsity range needs lo < hi, got {lo:g}:{hi:g}")
         return lo, hi
     return check_sparsity(sparsity)
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _fraction(text: str) -> float:
+    """One number of a sparsity text, in plain decimal notation."""
+    t = text.strip()
+    if not _NUMBER.fullmatch(t):
+        hint = (" (use fractions: 0.5, not 50%)" if t.endswith("%") else
+                " (one fraction here, not a range lo:hi)" if ":" in t else "")
+        raise PofError(f"sparsity {t!r} is not a number{hint}")
+    return float(t)
+
+
+def parse_sparsity(text: str, ranged: bool = False) -> float | tuple[float, float]:
+    """The one parser of sparsity text: a fraction in [0, 1) (``"0.7"``), or with
+    ``ranged`` also a range ``"0.3:0.9"`` returned as ``(lo, hi)``.
+
+    Plain decimal notation only (no ``nan``, ``inf`` or ``50%``); raises :class:`PofError`
+    saying what is wrong.
+    """
+    text = str(text)
+    if ranged and ":" in text:
+        parts = text.split(":")
+        if len(parts) != 2 or not all(_NUMBER.fullmatch(p.strip()) for p in parts):
+            raise PofError(f"a sparsity range is two fractions lo:hi, got {text!r}")
+        return check_range(tuple(float(p) for p in parts))
+    return check_sparsity(_fraction(text))
+
+
+def parse_sparsities(text: str) -> list[float]:
+    """A comma-separated list of fractions in [0, 1), e.g. ``"0.3,0.5,0.7"``."""
+    items = str(text).split(",")
+    if not any(t.strip() for t in items):
+        raise PofError(f"no sparsities given in {text!r}; expected e.g. '0.3,0.5,0.7'")
+    if not all(t.strip() for t in items):
+        raise PofError(f"empty item in sparsity list {text!r}; expected e.g. '0.3,0.5,0.7'")
+    return [parse_sparsity(t) for t in items]
 
 
 def parse_nm(pattern: str) -> tuple[int, int]:
@@ -107,7 +142,7 @@ def _kth_smallest(x: Tensor, k: int) -> Tensor:
     return x.kthvalue(k).values
 
 
-def _prune_lowest(scores: Tensor, k: int) -> Tensor:
+def keep_all_but_lowest(scores: Tensor, k: int) -> Tensor:
     """Keep-mask over flat ``scores`` that drops exactly the ``k`` smallest."""
     if k <= 0:
         return torch.ones_like(scores, dtype=torch.bool)
@@ -125,14 +160,14 @@ def layer_masks(weights: list[Tensor], sparsity: float) -> list[Tensor]:
     out = []
     for w in weights:
         a = w.detach().abs().flatten()
-        out.append(_prune_lowest(a, round(sparsity * a.numel())).view_as(w))
+        out.append(keep_all_but_lowest(a, round(sparsity * a.numel())).view_as(w))
     return out
 
 
 def global_masks(weights: list[Tensor], sparsity: float) -> list[Tensor]:
     """One magnitude threshold over all layers: ``round(sparsity * total)`` weights go."""
     flat = torch.cat([w.detach().abs().flatten().float() for w in weights])
-    keep = _prune_lowest(flat, round(sparsity * flat.numel()))
+    keep = keep_all_but_lowest(flat, round(sparsity * flat.numel()))
     return [k.view_as(w) for k, w in zip(keep.split([w.numel() for w in weights]), weights,
                                           strict=True)]
 

@@ -23,7 +23,8 @@ SELECTION_ATTR = "pof_selection"
 Patterns = str | Sequence[str] | None
 
 
-def _as_patterns(patterns: Patterns) -> tuple[str, ...]:
+def as_patterns(patterns: Patterns) -> tuple[str, ...]:
+    """``None``, one pattern or several, as a tuple of patterns."""
     if patterns is None:
         return ()
     if isinstance(patterns, str):
@@ -31,7 +32,7 @@ def _as_patterns(patterns: Patterns) -> tuple[str, ...]:
     return tuple(patterns)
 
 
-def _matches(name: str, pattern: str) -> bool:
+def name_matches(name: str, pattern: str) -> bool:
     """A pattern matches a module name exactly, as a glob, or as a dotted prefix."""
     return fnmatchcase(name, pattern) or name.startswith(pattern + ".")
 
@@ -52,7 +53,7 @@ class Selection:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Selection:
-        return cls(_as_patterns(d.get("include")), _as_patterns(d.get("exclude")),
+        return cls(as_patterns(d.get("include")), as_patterns(d.get("exclude")),
                    bool(d.get("keep_first_conv", True)))
 
 
@@ -81,7 +82,7 @@ def resolve_selection(
     (or the default: every supported weight but the first conv and embeddings)."""
     if include is None and exclude is None and keep_first_conv is None:
         return recorded_selection(model) or Selection()
-    return Selection(_as_patterns(include), _as_patterns(exclude),
+    return Selection(as_patterns(include), as_patterns(exclude),
                      True if keep_first_conv is None else keep_first_conv)
 
 
@@ -125,7 +126,7 @@ def _layer_weights(model: nn.Module) -> list[tuple[Target | None, str, str, str 
 
 
 def _matches_target(t: Target, pattern: str) -> bool:
-    return _matches(t.name, pattern) or _matches(t.key, pattern)
+    return name_matches(t.name, pattern) or name_matches(t.key, pattern)
 
 
 def weight_inventory(

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .bn_recal import batchnorms
-from .masks import _prune_lowest, check_choice, check_range
+from .masks import check_choice, check_range, keep_all_but_lowest
 from .parametrizations import RECOVER
 from .selection import Patterns, select_weights
 from .targets import Target, from_units
@@ -38,7 +38,7 @@ def straight_through_prune(w: Tensor, sparsity: float, recover: str = "zero") ->
     """``w`` magnitude-pruned at ``sparsity`` (exact count) in the forward pass, with the
     identity as its gradient: the gradient at the pruned point reaches every weight."""
     a = w.detach().abs().flatten()
-    keep = _prune_lowest(a, round(sparsity * a.numel())).view_as(w).to(w.dtype)
+    keep = keep_all_but_lowest(a, round(sparsity * a.numel())).view_as(w).to(w.dtype)
     target = w * keep
     if recover == "mean":
         drop = 1 - keep

@@ -18,22 +18,24 @@ from ..errors import one_line as _one_line
 from ..fileio import atomic_write as _atomic_write
 from ..progress import progress_bar
 from .cache import (
-    _hash,
-    _make_array_dataset,
-    _npz_path,
-    _resolve_split,
-    _save_npz,
-    _stats_from_uint8,
+    digest,
+    make_array_dataset,
+    npz_path,
+    resolve_split,
+    save_npz,
+    stats_from_uint8,
 )
-from .datasets import _CACHE_VERSION, _SPLIT_DIRS, ARCHIVE_SUFFIXES, ArrayDataset
-from .folder import _decode_all, _is_image_name, _probe
+from .datasets import ARCHIVE_SUFFIXES, CACHE_VERSION, SPLIT_DIRS, ArrayDataset
+from .folder import decode_all, is_image_name, probe_images
 
 
-def _is_archive(p: Path) -> bool:
+def is_archive(p: Path) -> bool:
+    """Whether ``p`` is named like a tar archive (``.tar``, ``.tar.gz``, ``.tgz``, ...)."""
     return p.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def _archive_stem(p: Path) -> str:
+def archive_stem(p: Path) -> str:
+    """``p``'s name without its archive suffix (the data set's name)."""
     n = p.name
     for suf in ARCHIVE_SUFFIXES:
         if n.lower().endswith(suf):
@@ -44,12 +46,12 @@ def _archive_stem(p: Path) -> str:
 def _split_location(parts: Sequence[str]) -> tuple[tuple[str, ...], str, list[str]] | None:
     """(prefix, split, rest) for an archive member inside ``<prefix>/<split>/...``."""
     for i, p in enumerate(parts):
-        if p in _SPLIT_DIRS and len(parts) - i <= 3:
+        if p in SPLIT_DIRS and len(parts) - i <= 3:
             return tuple(parts[:i]), p, list(parts[i + 1:])
     return None
 
 
-def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: str,
+def decode_archive(archive: Path, cache: Path, name: str, ident: str, split: str,
                     progress: bool) -> ArrayDataset | None:
     """Decode a small-image ImageFolder archive straight from the tar stream (no extraction),
     caching every split. Returns None when the archive is not one (it is then extracted)."""
@@ -65,7 +67,7 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
                     continue
                 loc = _split_location(parts) if (m.isdir() or m.isfile()) else None
                 if loc is None:
-                    if m.isfile() and (_is_image_name(parts[-1]) or not checked_size):
+                    if m.isfile() and (is_image_name(parts[-1]) or not checked_size):
                         # images outside <split>/<class>/, or other files before any image
                         # (CIFAR pickles): stop reading here and let extraction decide
                         return None
@@ -78,12 +80,12 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
                 rest = loc[2]
                 if m.isdir() and len(rest) == 1:
                     split_d.setdefault(rest[0], [])
-                elif m.isfile() and len(rest) == 2 and _is_image_name(rest[1]):
+                elif m.isfile() and len(rest) == 2 and is_image_name(rest[1]):
                     f = tar.extractfile(m)
                     data = f.read() if f is not None else b""
                     member = f"{archive}:{m.name}"
                     if not checked_size:
-                        if not _probe([(member, data)], [0])[2]:
+                        if not probe_images([(member, data)], [0])[2]:
                             return None  # large images: stream from extracted files
                         checked_size = True
                     split_d.setdefault(rest[0], []).append((rest[1], data))
@@ -91,7 +93,7 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
         raise DataError(f"cannot read archive {archive}: {_one_line(e)}") from None
     if not checked_size:
         return None  # no images in ImageFolder layout (e.g. CIFAR pickles): extract
-    s_req = _resolve_split(split, list(found), archive)
+    s_req = resolve_split(split, list(found), archive)
     base = "/".join(prefix or ())
     plans = {}
     for s, cls_files in sorted(found.items()):
@@ -107,7 +109,7 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
             for fname, data in sorted(cls_files[c]):
                 items.append((f"{where}/{c}/{fname}", data))
                 labels.append(lab)
-        mode, size, small = _probe(items, labels)
+        mode, size, small = probe_images(items, labels)
         if not small:
             return None
         plans[s] = (classes, items, labels, mode, size)
@@ -115,32 +117,34 @@ def _decode_archive(archive: Path, cache: Path, name: str, ident: str, split: st
     results = {}
     for s in sorted(plans, key=lambda k: k != "train"):  # train first: its stats are shared
         classes, items, labels, mode, size = plans[s]
-        images = _decode_all(items, mode, size, f"decoding {name}/{s}", progress)
+        images = decode_all(items, mode, size, f"decoding {name}/{s}", progress)
         y = np.asarray(labels, dtype=np.int64)
         if s == "train":
-            train_stats = _stats_from_uint8(images)
+            train_stats = stats_from_uint8(images)
         stats = train_stats if train_stats and len(train_stats[0]) == images.shape[1] else (
-            _stats_from_uint8(images))
-        _save_npz(_npz_path(cache, name, s, _hash(_CACHE_VERSION, "folder", ident, s)),
+            stats_from_uint8(images))
+        save_npz(npz_path(cache, name, s, digest(CACHE_VERSION, "folder", ident, s)),
                   images, y, classes, *stats)
         if s == s_req:
-            results[s] = _make_array_dataset(images, y, classes, *stats, s, str(archive))
+            results[s] = make_array_dataset(images, y, classes, *stats, s, str(archive))
         del images
-    _write_archive_index(cache, name, ident, list(plans), fast=True)
+    write_archive_index(cache, name, ident, list(plans), fast=True)
     return results[s_req]
 
 
-def _archive_index_path(cache: Path, name: str, ident: str) -> Path:
+def archive_index_path(cache: Path, name: str, ident: str) -> Path:
+    """Where the cache records which splits an archive holds."""
     return cache / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{ident[:16]}-splits.json"
 
 
-def _write_archive_index(cache: Path, name: str, ident: str, splits: list[str],
+def write_archive_index(cache: Path, name: str, ident: str, splits: list[str],
                          fast: bool) -> None:
+    """Record an archive's splits and whether they decode from the stream (``fast``)."""
     blob = json.dumps({"splits": sorted(splits), "fast": fast}).encode()
-    _atomic_write(_archive_index_path(cache, name, ident), lambda f: f.write(blob))
+    _atomic_write(archive_index_path(cache, name, ident), lambda f: f.write(blob))
 
 
-def _extract(archive: Path, dest: Path, progress: bool) -> Path:
+def extract_archive(archive: Path, dest: Path, progress: bool) -> Path:
     """Extract ``archive`` into ``dest`` once (atomic rename; safe for concurrent ranks)."""
     done = dest / ".pof-complete"
     if done.exists():

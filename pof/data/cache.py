@@ -20,17 +20,19 @@ from ..fileio import atomic_write as _atomic_write
 from .datasets import ArrayDataset, DataSpec
 
 
-def _hash(*parts: object) -> str:
+def digest(*parts: object) -> str:
+    """SHA-256 hex digest of ``parts`` (as JSON): the cache key of a decoded split."""
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def _mix(*ints: int) -> int:
+def mix_seed(*ints: int) -> int:
     """Well-mixed 63-bit seed from integers (seed, epoch, ...)."""
     ss = np.random.SeedSequence([int(x) & 0xFFFFFFFFFFFFFFFF for x in ints])
     return int(ss.generate_state(1, dtype=np.uint64)[0]) & 0x7FFFFFFFFFFFFFFF
 
 
-def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+def cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    """The cache folder (``cache_dir``, else ``$POF_CACHE``, else ``~/.cache/pof``), created."""
     root = Path(cache_dir or os.environ.get("POF_CACHE") or "~/.cache/pof").expanduser()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -42,7 +44,7 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
 
 
 
-def _stats_from_uint8(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def stats_from_uint8(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean/std (of x/255) via 256-bin histograms (no float copy)."""
     means, stds = [], []
     v = np.arange(256, dtype=np.float64) / 255.0
@@ -56,7 +58,7 @@ def _stats_from_uint8(images: np.ndarray) -> tuple[tuple[float, ...], tuple[floa
     return tuple(means), tuple(stds)
 
 
-def _resolve_split(split: str, available: Sequence[str], where: Path | str) -> str:
+def resolve_split(split: str, available: Sequence[str], where: Path | str) -> str:
     """Map a requested split onto an available one ("val" and "test" accept each other)."""
     s = split.lower()
     alias = {"val": ("val", "test"), "test": ("test", "val"), "validation": ("val", "test")}
@@ -67,9 +69,10 @@ def _resolve_split(split: str, available: Sequence[str], where: Path | str) -> s
     raise DataError(f"unknown split {split!r} for {where}; splits found: {found}")
 
 
-def _make_array_dataset(images: np.ndarray, labels: np.ndarray, classes: list[str],
+def make_array_dataset(images: np.ndarray, labels: np.ndarray, classes: list[str],
                         mean: Sequence[float], std: Sequence[float], split: str,
                         source: str) -> ArrayDataset:
+    """An in-memory data set of uint8 ``images`` with its spec (classes, size, statistics)."""
     spec = DataSpec(num_classes=len(classes), classes=list(classes),
                     image_size=tuple(int(s) for s in images.shape[1:]),
                     mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
@@ -77,7 +80,7 @@ def _make_array_dataset(images: np.ndarray, labels: np.ndarray, classes: list[st
                         torch.from_numpy(np.asarray(labels, dtype=np.int64)), spec, split, source)
 
 
-def _cached_stats(cache: Path, key: str, compute) -> tuple[tuple, tuple]:
+def cached_stats(cache: Path, key: str, compute) -> tuple[tuple, tuple]:
     """Train-split mean/std, stored once as JSON in the cache."""
     path = cache / f"stats-{key[:16]}.json"
     try:
@@ -91,15 +94,17 @@ def _cached_stats(cache: Path, key: str, compute) -> tuple[tuple, tuple]:
 
 
 
-def _npz_path(cache: Path, name: str, split: str, key: str) -> Path:
+def npz_path(cache: Path, name: str, split: str, key: str) -> Path:
+    """The cache file of one decoded split."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "data"
     return cache / f"{safe}-{split}-{key[:16]}.npz"
 
 
-def _load_npz(path: Path, split: str, source: str) -> ArrayDataset | None:
+def load_npz(path: Path, split: str, source: str) -> ArrayDataset | None:
+    """A decoded split from the cache, or None when it is not there."""
     try:
         with np.load(path, allow_pickle=False) as d:
-            return _make_array_dataset(d["images"], d["labels"], [str(c) for c in d["classes"]],
+            return make_array_dataset(d["images"], d["labels"], [str(c) for c in d["classes"]],
                                        d["mean"], d["std"], split, source)
     except FileNotFoundError:
         return None
@@ -109,8 +114,9 @@ def _load_npz(path: Path, split: str, source: str) -> ArrayDataset | None:
 
 
 
-def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
+def save_npz(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
               mean: Sequence[float], std: Sequence[float]) -> None:
+    """Write a decoded split to the cache (atomically)."""
     arrays = dict(images=images, labels=labels, classes=np.array(classes), mean=np.array(mean),
                   std=np.array(std))
     _atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -118,7 +124,7 @@ def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[
 
 
 @contextlib.contextmanager
-def _cache_lock(cache: Path, key: str) -> Iterator[None]:
+def cache_lock(cache: Path, key: str) -> Iterator[None]:
     """Inter-process lock so concurrent ranks decode a dataset once (no-op without fcntl)."""
     try:
         import fcntl

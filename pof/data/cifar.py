@@ -9,11 +9,12 @@ import numpy as np
 
 from ..errors import DataError
 from ..errors import one_line as _one_line
-from .cache import _cached_stats, _hash, _make_array_dataset, _resolve_split, _stats_from_uint8
-from .datasets import _CACHE_VERSION, ArrayDataset
+from .cache import cached_stats, digest, make_array_dataset, resolve_split, stats_from_uint8
+from .datasets import CACHE_VERSION, ArrayDataset
 
 
-def _is_cifar_dir(p: Path) -> str | None:
+def is_cifar_dir(p: Path) -> str | None:
+    """``"cifar10"`` / ``"cifar100"`` when ``p`` holds the python-pickle CIFAR files, else None."""
     if (p / "data_batch_1").is_file() and (p / "batches.meta").is_file():
         return "cifar10"
     if (p / "train").is_file() and (p / "meta").is_file():
@@ -77,18 +78,19 @@ def _cifar_arrays(root: Path, kind: str, split: str) -> tuple[np.ndarray, np.nda
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _load_cifar(root: Path, kind: str, split: str, cache: Path) -> ArrayDataset:
+def load_cifar(root: Path, kind: str, split: str, cache: Path) -> ArrayDataset:
+    """One split of a CIFAR-10/100 folder (``kind``), statistics cached."""
     avail = ("train", "test")
-    s = _resolve_split(split, avail, root)
+    s = resolve_split(split, avail, root)
     meta = _unpickle(root / ("batches.meta" if kind == "cifar10" else "meta"))
     names = meta.get(b"label_names" if kind == "cifar10" else b"fine_label_names")
     if not names:
         raise DataError(f"malformed CIFAR meta file in {root}")
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     x, y = _cifar_arrays(root, kind, s)
-    key = _hash(_CACHE_VERSION, "cifar", str(root.resolve()),
+    key = digest(CACHE_VERSION, "cifar", str(root.resolve()),
                 [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(root.iterdir())
                  if f.is_file()])
-    mean, std = _cached_stats(cache, key, lambda: _stats_from_uint8(
+    mean, std = cached_stats(cache, key, lambda: stats_from_uint8(
         x if s == "train" else _cifar_arrays(root, kind, "train")[0]))
-    return _make_array_dataset(x, y, classes, mean, std, s, str(root))
+    return make_array_dataset(x, y, classes, mean, std, s, str(root))

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..errors import DataError
 from ..errors import one_line as _one_line
-from .transforms import _random_resized_crop, _resize_center_crop
+from .transforms import random_resized_crop, resize_center_crop
 
 SMALL_MAX = 64  # both H and W <= this: decode once and keep in memory
 CROP_SIZE = 224  # streaming (large-image) output size
@@ -27,10 +27,10 @@ FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
-_SPLIT_DIRS = ("train", "val", "test")
-_CACHE_VERSION = 1
-_PARALLEL_MIN = 4096  # decode in worker processes from this many images up
-_IDX_RE = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
+SPLIT_DIRS = ("train", "val", "test")
+CACHE_VERSION = 1
+PARALLEL_MIN = 4096  # decode in worker processes from this many images up
+IDX_RE = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of x / 255
@@ -109,11 +109,11 @@ class StreamingImageFolder(torch.utils.data.Dataset):
             raise DataError(f"corrupt image file {path}: {_one_line(e)}") from None
         if self.augment:
             rng = np.random.default_rng([self.aug_seed, i])
-            img = _random_resized_crop(img, CROP_SIZE, rng)
+            img = random_resized_crop(img, CROP_SIZE, rng)
             if rng.random() < 0.5:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         else:
-            img = _resize_center_crop(img, RESIZE_SIZE, CROP_SIZE)
+            img = resize_center_crop(img, RESIZE_SIZE, CROP_SIZE)
         arr = np.array(img, dtype=np.uint8)  # H, W, 3 (copy: writable)
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), label
 

@@ -17,23 +17,23 @@ from ..errors import one_line as _one_line
 from ..fileio import atomic_write as _atomic_write
 from ..progress import progress_bar
 from .cache import (
-    _hash,
-    _load_npz,
-    _make_array_dataset,
-    _npz_path,
-    _resolve_split,
-    _save_npz,
-    _stats_from_uint8,
+    digest,
+    load_npz,
+    make_array_dataset,
+    npz_path,
+    resolve_split,
+    save_npz,
+    stats_from_uint8,
 )
 from .datasets import (
-    _CACHE_VERSION,
-    _PARALLEL_MIN,
-    _SPLIT_DIRS,
+    CACHE_VERSION,
     CROP_SIZE,
     IMAGE_EXTS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    PARALLEL_MIN,
     SMALL_MAX,
+    SPLIT_DIRS,
     ArrayDataset,
     Dataset,
     DataSpec,
@@ -42,12 +42,14 @@ from .datasets import (
 )
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+    """Whether ``name`` is a visible file with an image extension."""
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTS
 
 
-def _folder_splits(root: Path) -> list[str]:
-    return [s for s in _SPLIT_DIRS if (root / s).is_dir()]
+def folder_splits(root: Path) -> list[str]:
+    """The split folders (train, val, test) under ``root``."""
+    return [s for s in SPLIT_DIRS if (root / s).is_dir()]
 
 
 def _scan_split(split_dir: Path) -> tuple[list[str], list[tuple[str, int]], list]:
@@ -61,7 +63,7 @@ def _scan_split(split_dir: Path) -> tuple[list[str], list[tuple[str, int]], list
     stats: list = []
     for label, c in enumerate(classes):
         cdir = split_dir / c
-        entries = sorted((e for e in os.scandir(cdir) if e.is_file() and _is_image_name(e.name)),
+        entries = sorted((e for e in os.scandir(cdir) if e.is_file() and is_image_name(e.name)),
                          key=lambda e: e.name)
         if not entries:
             raise DataError(f"class folder without images: {cdir}")
@@ -76,7 +78,7 @@ def _open_src(src: str | bytes) -> Image.Image:
     return Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
 
 
-def _probe(items: Sequence[tuple[str, str | bytes]], labels: Sequence[int]
+def probe_images(items: Sequence[tuple[str, str | bytes]], labels: Sequence[int]
            ) -> tuple[str, tuple[int, int], bool]:
     """Mode ('L' or 'RGB'), size (W, H) of the first image, and whether all probed images
     are small; reads the headers of the first image of each class (up to 64 classes)."""
@@ -129,7 +131,7 @@ def _n_procs() -> int:
     return max(1, min(16, n))
 
 
-def _decode_all(items: Sequence[tuple[str, str | bytes]], mode: str, size: tuple[int, int],
+def decode_all(items: Sequence[tuple[str, str | bytes]], mode: str, size: tuple[int, int],
                 desc: str, progress: bool) -> np.ndarray:
     """Decode (name, path-or-bytes) items into uint8 (N, C, H, W); processes for big sets
     (JPEG header parsing is GIL-bound, so threads do not help)."""
@@ -139,7 +141,7 @@ def _decode_all(items: Sequence[tuple[str, str | bytes]], mode: str, size: tuple
     procs = _n_procs()
     with progress_bar(total=len(items), desc=desc, unit="img", show=progress,
               leave=False) as bar:
-        if len(items) < _PARALLEL_MIN or procs < 2:
+        if len(items) < PARALLEL_MIN or procs < 2:
             for a in starts:
                 out[a: a + chunk] = _decode_chunk(items[a: a + chunk], mode, size)
                 bar.update(min(chunk, len(items) - a))
@@ -188,22 +190,22 @@ def _check_headers(samples: list[tuple[str, int]], marker: Path, progress: bool)
     _atomic_write(marker, lambda f: f.write(b"ok\n"))
 
 
-def _load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
+def load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
                  ident: str | None = None, _for_stats: bool = False,
                  norm: Stats | None = None) -> Dataset:
     """ImageFolder split. ``ident`` (archive identity) replaces the file-list cache key.
     With ``norm`` (mean, std) a held-out split is not normalised by (nor cached with) the statistics
     of the training split, which then need not be decoded."""
-    s = _resolve_split(split, _folder_splits(root), root)
-    key = _hash(_CACHE_VERSION, "folder", ident, s) if ident else None
-    if key is not None and (ds := _load_npz(_npz_path(cache, name, s, key), s, str(root))):
+    s = resolve_split(split, folder_splits(root), root)
+    key = digest(CACHE_VERSION, "folder", ident, s) if ident else None
+    if key is not None and (ds := load_npz(npz_path(cache, name, s, key), s, str(root))):
         return ds
     split_dir = root / s
     classes, samples, stats = _scan_split(split_dir)
     if key is None:
-        key = _hash(_CACHE_VERSION, "folder", str(split_dir.resolve()), s, stats)
+        key = digest(CACHE_VERSION, "folder", str(split_dir.resolve()), s, stats)
     items = [(p, p) for p, _ in samples]
-    mode, size, small = _probe(items, [lab for _, lab in samples])
+    mode, size, small = probe_images(items, [lab for _, lab in samples])
     if not small:
         if _for_stats:
             return None  # type: ignore[return-value]
@@ -211,19 +213,19 @@ def _load_folder(root: Path, split: str, cache: Path, progress: bool, name: str,
         spec = DataSpec(len(classes), classes, (3, CROP_SIZE, CROP_SIZE), IMAGENET_MEAN,
                         IMAGENET_STD)
         return StreamingImageFolder(samples, spec, s, str(root))
-    npz = _npz_path(cache, name, s, key)
-    if (ds := _load_npz(npz, s, str(root))) is not None:
+    npz = npz_path(cache, name, s, key)
+    if (ds := load_npz(npz, s, str(root))) is not None:
         return ds
-    images = _decode_all(items, mode, size, f"decoding {name}/{s}", progress)
+    images = decode_all(items, mode, size, f"decoding {name}/{s}", progress)
     labels = np.fromiter((lab for _, lab in samples), dtype=np.int64, count=len(samples))
     mean, std = None, None
-    if s != "train" and "train" in _folder_splits(root):
+    if s != "train" and "train" in folder_splits(root):
         if norm is not None:  # not cached: these statistics came from the caller
-            return _make_array_dataset(images, labels, classes, *norm, s, str(root))
-        tr = _load_folder(root, "train", cache, progress, name, ident, _for_stats=True)
+            return make_array_dataset(images, labels, classes, *norm, s, str(root))
+        tr = load_folder(root, "train", cache, progress, name, ident, _for_stats=True)
         if isinstance(tr, ArrayDataset) and tr.spec.image_size[0] == images.shape[1]:
             mean, std = tr.spec.mean, tr.spec.std
     if mean is None:
-        mean, std = _stats_from_uint8(images)
-    _save_npz(npz, images, labels, classes, mean, std)
-    return _make_array_dataset(images, labels, classes, mean, std, s, str(root))
+        mean, std = stats_from_uint8(images)
+    save_npz(npz, images, labels, classes, mean, std)
+    return make_array_dataset(images, labels, classes, mean, std, s, str(root))

@@ -10,16 +10,17 @@ import numpy as np
 
 from ..errors import DataError
 from ..errors import one_line as _one_line
-from .cache import _cached_stats, _hash, _make_array_dataset, _resolve_split, _stats_from_uint8
-from .datasets import _CACHE_VERSION, _IDX_RE, FASHION_CLASSES, ArrayDataset
+from .cache import cached_stats, digest, make_array_dataset, resolve_split, stats_from_uint8
+from .datasets import CACHE_VERSION, FASHION_CLASSES, IDX_RE, ArrayDataset
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def _idx_files(root: Path) -> dict[tuple[str, str], Path]:
+def idx_files(root: Path) -> dict[tuple[str, str], Path]:
+    """IDX files under ``root`` by (``train``/``t10k``, ``images``/``labels``)."""
     out: dict[tuple[str, str], Path] = {}
     for f in sorted(root.iterdir()):
-        m = _IDX_RE.match(f.name)
+        m = IDX_RE.match(f.name)
         if m and f.is_file():
             out.setdefault((m.group(1), m.group(2)), f)  # prefer .gz-less name (sorted first)
     return out
@@ -62,19 +63,20 @@ def _idx_split(files: dict, prefix: str, root: Path) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(x), y.astype(np.int64)
 
 
-def _load_idx(root: Path, split: str, cache: Path) -> ArrayDataset:
-    files = _idx_files(root)
+def load_idx(root: Path, split: str, cache: Path) -> ArrayDataset:
+    """One split of an MNIST-style IDX folder."""
+    files = idx_files(root)
     avail = sorted({"train" if p == "train" else "test" for p, _ in files})
-    s = _resolve_split(split, avail, root)
+    s = resolve_split(split, avail, root)
     x, y = _idx_split(files, "train" if s == "train" else "t10k", root)
     train_labels = y if s == "train" else (
         _read_idx(files["train", "labels"]) if ("train", "labels") in files else y)
     n_cls = int(max(y.max(initial=0), train_labels.max(initial=0))) + 1
     fashion = "fashion" in str(root.resolve()).lower() and n_cls == 10
     classes = list(FASHION_CLASSES) if fashion else [str(i) for i in range(n_cls)]
-    key = _hash(_CACHE_VERSION, "idx", str(root.resolve()),
+    key = digest(CACHE_VERSION, "idx", str(root.resolve()),
                 [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files.values()])
     has_train = ("train", "images") in files and ("train", "labels") in files
-    mean, std = _cached_stats(cache, key, lambda: _stats_from_uint8(
+    mean, std = cached_stats(cache, key, lambda: stats_from_uint8(
         x if s == "train" or not has_train else _idx_split(files, "train", root)[0]))
-    return _make_array_dataset(x, y, classes, mean, std, s, str(root))
+    return make_array_dataset(x, y, classes, mean, std, s, str(root))

@@ -8,29 +8,29 @@ from pathlib import Path
 
 from ..errors import DataError
 from .archive import (
-    _archive_index_path,
-    _archive_stem,
-    _decode_archive,
-    _extract,
-    _is_archive,
-    _write_archive_index,
+    archive_index_path,
+    archive_stem,
+    decode_archive,
+    extract_archive,
+    is_archive,
+    write_archive_index,
 )
-from .cache import _cache_lock, _cache_root, _hash, _load_npz, _npz_path, _resolve_split
-from .cifar import _is_cifar_dir, _load_cifar
-from .datasets import _CACHE_VERSION, Dataset, Stats
-from .digits import _load_digits
-from .folder import _folder_splits, _load_folder
-from .idx import _idx_files, _load_idx
+from .cache import cache_lock, cache_root, digest, load_npz, npz_path, resolve_split
+from .cifar import is_cifar_dir, load_cifar
+from .datasets import CACHE_VERSION, Dataset, Stats
+from .digits import load_sklearn_digits
+from .folder import folder_splits, load_folder
+from .idx import idx_files, load_idx
 
 
 def _detect(root: Path, depth: int = 0) -> tuple[str, Path]:
     """Return (format, data root) for a directory; descends through single wrapper dirs."""
-    if _folder_splits(root):
+    if folder_splits(root):
         return "folder", root
-    kind = _is_cifar_dir(root)
+    kind = is_cifar_dir(root)
     if kind:
         return kind, root
-    if _idx_files(root):
+    if idx_files(root):
         return "idx", root
     subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     for known in ("cifar-10-batches-py", "cifar-100-python"):
@@ -60,14 +60,14 @@ def load_dataset(path_or_name: str, split: str = "train", cache_dir: str | None 
     ``stats=(mean, std)`` when given (e.g. a checkpoint's): then a held-out split is read
     without decoding the training split for its statistics.
     """
-    cache = _cache_root(cache_dir)
+    cache = cache_root(cache_dir)
     if is_builtin(path_or_name):
-        ds = _load_digits(split, cache)
+        ds = load_sklearn_digits(split, cache)
     else:
         path = Path(path_or_name).expanduser()
         if not path.exists():
             raise DataError(f"dataset path does not exist: {path}")
-        with _cache_lock(cache, _hash(str(path.resolve()))):
+        with cache_lock(cache, digest(str(path.resolve()))):
             ds = _load_path(path, split, cache, progress, stats)
     if stats is not None:
         mean, std = (tuple(float(v) for v in x) for x in stats)
@@ -83,7 +83,7 @@ def _lone_archive(path: Path) -> Path | None:
     a tarball beside its README) — loaded as that archive."""
     if not path.is_dir() or any(p.is_dir() for p in path.iterdir()):
         return None
-    archives = [p for p in path.iterdir() if p.is_file() and _is_archive(p)]
+    archives = [p for p in path.iterdir() if p.is_file() and is_archive(p)]
     return archives[0] if len(archives) == 1 else None
 
 
@@ -92,36 +92,36 @@ def _load_path(path: Path, split: str, cache: Path, progress: bool,
     path = _lone_archive(path) or path
     name, ident = path.resolve().name, None
     if path.is_file():
-        if not _is_archive(path):
+        if not is_archive(path):
             raise DataError(f"unrecognised dataset format (not a directory or .tar.gz): {path}")
         st = path.stat()
-        ident = _hash(str(path.resolve()), st.st_size, st.st_mtime_ns)
-        name = _archive_stem(path)
+        ident = digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+        name = archive_stem(path)
         index: dict = {}
         try:
-            index = json.loads(_archive_index_path(cache, name, ident).read_text())
+            index = json.loads(archive_index_path(cache, name, ident).read_text())
         except (OSError, ValueError):
             pass
         if index.get("splits"):  # fast path: this split of this archive is already decoded
-            s = _resolve_split(split, index["splits"], path)
-            key = _hash(_CACHE_VERSION, "folder", ident, s)
-            if (ds := _load_npz(_npz_path(cache, name, s, key), s, str(path))) is not None:
+            s = resolve_split(split, index["splits"], path)
+            key = digest(CACHE_VERSION, "folder", ident, s)
+            if (ds := load_npz(npz_path(cache, name, s, key), s, str(path))) is not None:
                 return ds
         if index.get("fast", True):
-            ds = _decode_archive(path, cache, name, ident, split, progress)
+            ds = decode_archive(path, cache, name, ident, split, progress)
             if ds is not None:
                 return ds
-        root = _extract(path, cache / "extracted" / f"{name}-{ident[:12]}", progress)
+        root = extract_archive(path, cache / "extracted" / f"{name}-{ident[:12]}", progress)
         fmt, root = _detect(root)
         if not index:
-            splits = _folder_splits(root) if fmt == "folder" else []
-            _write_archive_index(cache, name, ident, splits, fast=False)
+            splits = folder_splits(root) if fmt == "folder" else []
+            write_archive_index(cache, name, ident, splits, fast=False)
     elif path.is_dir():
         fmt, root = _detect(path)
     else:
         raise DataError(f"unrecognised dataset path (not a file or directory): {path}")
     if fmt == "folder":
-        return _load_folder(root, split, cache, progress, name, ident, norm=stats)
+        return load_folder(root, split, cache, progress, name, ident, norm=stats)
     if fmt in ("cifar10", "cifar100"):
-        return _load_cifar(root, fmt, split, cache)
-    return _load_idx(root, split, cache)
+        return load_cifar(root, fmt, split, cache)
+    return load_idx(root, split, cache)

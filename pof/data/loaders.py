@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 
 from ..errors import DataError
-from .cache import _mix
+from .cache import mix_seed
 from .datasets import ArrayDataset, Dataset, StreamingImageFolder
 
 
@@ -22,7 +22,7 @@ def _epoch_indices(n: int, shuffle: bool, seed: int, epoch: int,
     if world < 1 or not 0 <= rank < world:
         raise DataError(f"bad distributed=(rank, world_size): {distributed}")
     sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle,
-                                 seed=_mix(seed, epoch))
+                                 seed=mix_seed(seed, epoch))
     return torch.tensor(list(sampler), dtype=torch.long)
 
 
@@ -76,7 +76,7 @@ class InMemoryLoader(_EpochLoader):
         std = torch.tensor(ds.spec.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
         scale, shift = 1.0 / (255.0 * std), -mean / std
         rank = self.distributed[0] if self.distributed else 0
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, rank, 1))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, rank, 1))
         for b in self._indices_batches():
             b = b.to(dev)
             x = ds.images[b].float().mul_(scale).add_(shift)
@@ -113,7 +113,7 @@ class StreamingLoader(_EpochLoader):
         ds = self.dataset
         view = StreamingImageFolder(ds.samples, ds.spec, ds.split, ds.source,
                                     augment=self.augment,
-                                    aug_seed=_mix(self.seed, self.epoch, 2))
+                                    aug_seed=mix_seed(self.seed, self.epoch, 2))
         dl = torch.utils.data.DataLoader(
             view, batch_sampler=[b.tolist() for b in self._indices_batches()],
             num_workers=self.num_workers,

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 
-def _random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator,
+def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator,
                          scale: tuple[float, float] = (0.08, 1.0),
                          ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
     """torchvision-style RandomResizedCrop on a PIL image (bilinear)."""
@@ -36,7 +36,7 @@ def _random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator,
     return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
 
 
-def _resize_center_crop(img: Image.Image, resize: int, crop: int) -> Image.Image:
+def resize_center_crop(img: Image.Image, resize: int, crop: int) -> Image.Image:
     """Resize the shorter side to ``resize`` then take the central ``crop`` square."""
     W, H = img.size
     s = resize / min(W, H)

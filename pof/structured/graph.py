@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..core.channels import ChannelGroup, ChannelPlan
 from ..core.model_info import model_device
-from ..core.selection import Patterns, _as_patterns, _matches, recorded_selection
+from ..core.selection import Patterns, as_patterns, name_matches, recorded_selection
 from ..errors import PofError
 from ..optional import require
 
@@ -70,11 +70,11 @@ def channel_groups(
     if exclude is None:
         sel = recorded_selection(model)
         exclude = sel.exclude if sel is not None else ()
-    pats = _as_patterns(exclude)
+    pats = as_patterns(exclude)
     for p in pats:
-        if not any(_matches(n, p) for n, _ in layers):
+        if not any(name_matches(n, p) for n, _ in layers):
             raise PofError(f"exclude pattern {p!r} matches no Conv2d/Linear layer")
-    ignored = [layers[-1][1]] + [m for n, m in layers if any(_matches(n, p) for p in pats)]
+    ignored = [layers[-1][1]] + [m for n, m in layers if any(name_matches(n, p) for p in pats)]
     example = default_example(model) if example_inputs is None else example_inputs
     dg = build_graph(model, example)
     for n, m in layers:

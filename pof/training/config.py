@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.gmp import check_schedule
-from ..core.masks import check_choice, check_range, parse_nm
+from ..core.masks import check_choice, check_range, parse_nm, parse_sparsity
 from ..core.penalty import FORMS, default_form_weight
 from ..core.subnet import SAMPLES
 from ..errors import ConfigError, PofError
@@ -134,7 +134,10 @@ class Sparsity(Kind):
     """A target sparsity ``0.7``, or a range ``"0.3:0.9"`` / ``[0.3, 0.9]`` (kept as a list)."""
 
     def parse(self, text: str) -> Any:
-        return text if ":" in text else Number().parse(text)
+        try:
+            return parse_sparsity(text, ranged=True)
+        except PofError as e:
+            raise ConfigError(str(e)) from None
 
     def check(self, name: str, value: Any) -> Any:
         if isinstance(value, str) and ":" not in value:
