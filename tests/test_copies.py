@@ -10,8 +10,10 @@ that the other's outputs and every later pof call on it match an untouched twin.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,7 +49,12 @@ def _state(name: str) -> nn.Module:
         pof.prune(m, 0.5, recover="mean")
     if name == "channels":
         pof.prune_channels(m, 0.5, X[:1], recover="mean", batches=[X], num_batches=1)
-    return m
+    if name == "sphere-loaded":  # the structure rebuilt from a file (as pof.load does)
+        with tempfile.TemporaryDirectory() as d:
+            pof.to_sphere(m)
+            pof.save(m, Path(d) / "m.safetensors")
+            m, _ = pof.load(Path(d) / "m.safetensors", model=_net())
+    return m.eval()
 
 
 def _journey(m: nn.Module) -> list[torch.Tensor]:
@@ -92,6 +99,7 @@ def _train_on_the_fly(m: nn.Module, make: Callable = lambda m: pof.OnTheFly(m, (
 
 OPS: dict[str, tuple[str, Callable[[nn.Module], object]]] = {
     "from_sphere": ("sphere", pof.from_sphere),
+    "from_sphere-loaded": ("sphere-loaded", pof.from_sphere),
     "prune": ("sphere", lambda m: pof.prune(m, 0.7, recover="mean")),
     "remove": ("pruned-sphere", pof.remove),
     "unprune": ("pruned-plain", pof.unprune),
