@@ -180,3 +180,61 @@ def test_measured_latency_and_onnx_metadata(tmp_path, capsys):
     assert meta["pof.structure"] == "dense" and meta["pof.width"] == "1"
     assert int(meta["pof.params"]) == sum(p.numel() for p in create_model("small_cnn")
                                           .parameters())
+
+
+def _bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parent.parent / "bench"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))  # as for a script run from there (import runner)
+    spec = importlib.util.spec_from_file_location("bench_structured_range",
+                                                  bench / "structured_range.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_page_is_built_from_archived_runs(tmp_path):
+    """bench/structured_range.py: the page's table and targets come from the archive alone
+    (means over seeds, the best dedicated model per width, the measured speed-up)."""
+    bench = _bench()
+    root = tmp_path / "structured"
+
+    def keep(name, rows):
+        (root / name).mkdir(parents=True)
+        (root / name / "deploy.json").write_text(json.dumps(rows))
+
+    for seed, (a, b) in enumerate(((84.0, 80.0), (85.0, 81.0))):
+        keep(f"resnet20-range-b4-s{seed}", [
+            {"sparsity": 0.0, "top1": 87.0, "params": 1000},
+            {"sparsity": 0.25, "top1": a, "params": 600},
+            {"sparsity": 0.5, "top1": b, "params": 250}])
+        keep(f"resnet20-pof0.25-b4-s{seed}", [{"sparsity": 0.25, "top1": 85.0, "params": 600}])
+        keep(f"resnet20-tp0.5-b4-s{seed}", [{"sparsity": 0.5, "top1": 82.5, "params": 250,
+                                             "top1_no_ft": 10.0}])
+    (root / "latency-resnet20.json").write_text(json.dumps({
+        "runtime": "onnxruntime", "machine": "m", "repeats": 3, "date": "d", "source": "s",
+        "rows": [{"sparsity": s, "batch": bt, "ms": ms, "speedup": 4.0 / ms}
+                 for bt in (1, 64) for s, ms in ((0.0, 4.0), (0.25, 3.0), (0.5, 1.6))]}))
+    args = bench.main.__globals__["argparse"].Namespace(docs=tmp_path)
+    page = bench.report(args)
+    assert "| 25% | 600 | 84.50 ± 0.50 (2) | 85.00 ± 0.00 (2) | – | – | 3.00 |" in page
+    assert ("| 50% | 250 | 80.50 ± 0.50 (2) | – | 82.50 ± 0.00 (2) | – | 1.60 | 1.60 | 2.50x |"
+            in page)
+    assert "range model 84.50 vs best dedicated (pof) 85.00: 0.50 behind" in page
+    assert "(TP + FT) 82.50: 2.00 behind (target: at most 1.0 behind: missed)" in page
+    assert "2.50x faster than dense in onnxruntime (target >= 2: met)" in page
+
+
+def test_bench_script_parses_its_flags():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "bench" / "structured_range.py"
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "--budgets" in out and "--report-only" in out

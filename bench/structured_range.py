@@ -1,0 +1,477 @@
+"""Structured on the fly (issue 24): one channel-range training, any width at deploy time.
+
+From the converged ResNet-20 (../shared/pretrained), for each budget B (epochs) and seed:
+
+- range: ``pof train --structure channel --sparsity 0:0.5 --subnet-distill 1`` (one model),
+  deployed at every width of WIDTHS with ``pof prune --structure channel --sparsity k
+  --recover mean --bn-recal 20 --onnx`` (BatchNorm statistics re-estimated per width);
+- pof<k>: a pof model trained for one width (``--structure channel --sparsity k``),
+  deployed at k the same way;
+- tp<k>: Torch-Pruning's group-magnitude pruning of the pretrained model at k
+  (``pof prune --importance magnitude``), then ``pof finetune`` for the same B epochs;
+- oneshot (no training, once): the pretrained model pruned at each k by magnitude, mean
+  recovery and BatchNorm re-estimation.
+
+Then the onnxruntime latency of the range model's exported widths (batch 1 and 64,
+interleaved, one thread) and ``pof prune --speedup 2 --latency-batch 64`` on it.
+MobileNetV2-CIFAR (depthwise groups) runs the range model, tp and oneshot at 25% and 50%
+with ``--mobilenet-init CONVERGED.safetensors`` (one seed).
+
+    python bench/structured_range.py                       # budgets 4,12; seeds 0,1,2
+    python bench/structured_range.py --budgets 4 --seeds 0 --arms range,tp
+    python bench/structured_range.py --report-only         # rebuild docs/results/structured.md
+    python bench/structured_range.py --model small_cnn --data digits --init none \\
+        --budgets 0.5 --seeds 0 --widths 0,0.25,0.5 --out /tmp/sr --docs /tmp/sr-docs  # smoke
+
+Every command is printed before it runs and logged with its wall time in OUT/commands.jsonl.
+A finished run's config, metrics and deploy results are kept in
+docs/results/structured/<model>-<arm>-b<B>-s<seed>/ (the page is built from there, and a
+later session skips them); kill the script at any time and start it again (an interrupted
+training continues with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from runner import DATA, PRETRAINED, ROOT, append_new, host, pof, portable, ran, train_once
+
+BN_RECAL = 20
+WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
+MOBILE_WIDTHS = (0.25, 0.5)
+ARM_KINDS = ("range", "pof", "tp", "oneshot")
+KEEP = ("config.yaml", "metrics.jsonl")
+
+
+# ---------------------------------------------------------------- running
+def run_out(cmd: list[str], log: Path) -> str:
+    """Run ``cmd`` (printed first), log it as ``runner.run`` does; return its stdout."""
+    import torch
+
+    print("$ " + shlex.join(cmd), flush=True)
+    t = time.time()
+    r = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    print(r.stdout, end="", flush=True)
+    with open(log, "a") as f:
+        f.write(json.dumps({"cmd": shlex.join(cmd), "wall_s": round(time.time() - t, 1),
+                            "host": host(), "torch": torch.__version__}) + "\n")
+    return r.stdout
+
+
+def top1_after(text: str) -> float:
+    """Top-1 % that ``pof prune`` (after) or ``pof eval`` printed."""
+    m = re.search(r"after ([\d.]+)%", text) or re.search(r"top1 ([\d.]+)%", text)
+    if m is None:
+        raise SystemExit(f"no top-1 in the output:\n{text}")
+    return float(m[1])
+
+
+def common(args: argparse.Namespace, init: str | None, budget: float, seed: int
+           ) -> list[str]:
+    """``pof train`` options every trained arm shares."""
+    opts = ["--model", args.model, "--data", str(args.data), "--epochs", f"{budget:g}",
+            "--lr", f"{args.lr:g}", "--batch-size", "128", "--weight-decay", "5e-4",
+            "--schedule", "cosine", "--warmup-epochs", "0", "--workers", "0",
+            "--ckpt-every", "100", "--no-progress", "--seed", str(seed)]
+    return opts + (["--init", init] if init else []) + device(args)
+
+
+def device(args: argparse.Namespace) -> list[str]:
+    return ["--device", args.device] if args.device else []
+
+
+def prune_cmd(src: Path, out: Path, k: float, args: argparse.Namespace, importance: str = "pof",
+              recover: str = "mean", bn: int = BN_RECAL, *extra: str) -> list[str]:
+    return pof("prune", str(src), "--structure", "channel", "--sparsity", f"{k:g}",
+               "--importance", importance, "--recover", recover, "--bn-recal", str(bn),
+               "--data", str(args.data), "--onnx", "--out", str(out), *extra, *device(args))
+
+
+def deploy(src: Path, out: Path, k: float, args: argparse.Namespace, log: Path,
+           importance: str = "pof") -> dict:
+    """Prune ``src`` at ``k`` (mean recovery, BatchNorm re-estimation, ONNX): its row."""
+    done = out / "deploy.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    text = run_out(prune_cmd(src, out, k, args, importance), log)
+    from pof.training.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(out / "pruned.safetensors")
+    row = {"sparsity": k, "top1": top1_after(text),
+           "params": sum(p.numel() for p in model.parameters())}
+    done.write_text(json.dumps(row) + "\n")
+    return row
+
+
+# ---------------------------------------------------------------- arms
+def run_name(model: str, arm: str, budget: float | None, seed: int | None) -> str:
+    b = "" if budget is None else f"-b{budget:g}"
+    s = "" if seed is None else f"-s{seed}"
+    return f"{model}-{arm}{b}{s}"
+
+
+def archive(name: str, out: Path, rows: list[dict], args: argparse.Namespace, log: Path
+            ) -> None:
+    """Keep a finished run's small files and its commands under docs/results/structured/."""
+    keep = args.docs / "structured" / name
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in KEEP:
+        if (out / f).is_file():
+            shutil.copyfile(out / f, keep / f)
+    (keep / "deploy.json").write_text(json.dumps(rows, indent=1) + "\n")
+    append_new(log, args.docs / "structured" / "commands.jsonl", lambda cmd: ran(cmd, name))
+
+
+def done(name: str, args: argparse.Namespace) -> bool:
+    if (args.docs / "structured" / name / "deploy.json").is_file():
+        print(f"# done already: {name}")
+        return True
+    return False
+
+
+def run_range(model: str, init: str | None, budget: float, seed: int, widths, args, log):
+    name = run_name(model, "range", budget, seed)
+    if done(name, args):
+        return
+    out = args.out / name
+    lo_hi = f"0:{max(widths):g}"
+    ckpt = train_once(pof("train", *common(args, init, budget, seed), "--penalty", "pof",
+                          "--structure", "channel", "--sparsity", lo_hi,
+                          "--subnet-distill", "1", "--penalty-warmup", "0.5"), out, log)
+    rows = [deploy(ckpt, out / f"deploy-{k:g}", k, args, log) for k in widths]
+    archive(name, out, rows, args, log)
+
+
+def run_dedicated(model: str, init: str | None, budget: float, seed: int, k: float, args,
+                  log):
+    name = run_name(model, f"pof{k:g}", budget, seed)
+    if done(name, args):
+        return
+    out = args.out / name
+    ckpt = train_once(pof("train", *common(args, init, budget, seed), "--penalty", "pof",
+                          "--structure", "channel", "--sparsity", f"{k:g}",
+                          "--penalty-warmup", "0.5"), out, log)
+    archive(name, out, [deploy(ckpt, out / "deploy", k, args, log)], args, log)
+
+
+def run_tp(model: str, init: str, budget: float, seed: int, k: float, args, log):
+    """Torch-Pruning magnitude at ``k``, then fine-tuning for ``budget`` epochs."""
+    name = run_name(model, f"tp{k:g}", budget, seed)
+    if done(name, args):
+        return
+    out = args.out / name
+    pruned = out / "pruned"
+    row0 = deploy(Path(init), pruned, k, args, log, importance="magnitude")
+    ft = out / "ft"
+    ckpt = train_once(pof("finetune", str(pruned / "pruned.safetensors"), "--epochs",
+                          f"{budget:g}", "--lr", f"{args.ft_lr:g}", "--workers", "0",
+                          "--no-progress", "--seed", str(seed), "--data", str(args.data),
+                          *device(args)), ft, log)
+    top1 = top1_after(run_out(pof("eval", str(ckpt), "--data", str(args.data),
+                                  *device(args)), log))
+    for f in KEEP:
+        if (ft / f).is_file():
+            shutil.copyfile(ft / f, out / f)
+    archive(name, out, [{**row0, "top1_no_ft": row0["top1"], "top1": top1}], args, log)
+
+
+def run_oneshot(model: str, init: str, widths, args, log):
+    """The pretrained model pruned one-shot at each width (magnitude, mean, BN)."""
+    name = run_name(model, "oneshot", None, None)
+    if done(name, args):
+        return
+    out = args.out / name
+    rows = [deploy(Path(init), out / f"deploy-{k:g}", k, args, log, "magnitude")
+            for k in widths if k > 0]
+    archive(name, out, rows, args, log)
+
+
+# ---------------------------------------------------------------- latency
+def measure_latency(model: str, widths, args, log) -> None:
+    """onnxruntime latency of the range model's exported widths (seed 0, first budget),
+    batch 1 and 64, interleaved; archived as latency-<model>.json."""
+    path = args.docs / "structured" / f"latency-{model}.json"
+    if path.is_file():
+        return
+    import onnxruntime
+
+    from pof.export.latency import interleaved_medians, machine, runtime
+    from pof.export.onnx import session
+
+    src = args.out / run_name(model, "range", args.budgets[0], args.seeds[0])
+    files = {k: src / f"deploy-{k:g}" / "model.onnx" for k in widths}
+    if not all(f.is_file() for f in files.values()):
+        print(f"# latency not measured: {src} has not deployed every width")
+        return
+    rows = []
+    for batch in (1, 64):
+        runners = {}
+        for k, f in files.items():
+            sess = session(f, args.threads)
+            inp = sess.get_inputs()[0]
+            x = {inp.name: _random(batch, inp.shape[1:])}
+            runners[k] = (lambda s=sess, x=x: s.run(None, x))
+        med = interleaved_medians(runners, args.repeats)
+        rows += [{"sparsity": k, "batch": batch, "ms": 1000 * med[k],
+                  "speedup": med[0.0] / med[k]} for k in files]
+    path.write_text(json.dumps({
+        "runtime": runtime(args.threads), "onnxruntime": onnxruntime.__version__,
+        "machine": machine(), "repeats": args.repeats, "note": args.note,
+        "date": time.strftime("%Y-%m-%d"), "source": portable(str(src)), "rows": rows},
+        indent=1) + "\n")
+
+
+def _random(batch: int, shape) -> object:
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal((batch, *shape)).astype("float32")
+
+
+def speedup_check(model: str, args, log) -> None:
+    """``pof prune --speedup 2 --latency-batch 64`` on the range model (seed 0)."""
+    path = args.docs / "structured" / f"speedup-{model}.json"
+    if path.is_file():
+        return
+    from pof.training.checkpoint import read_meta
+
+    src = args.out / run_name(model, "range", args.budgets[0], args.seeds[0])
+    out = src / "speedup2"
+    if not (src / "final.safetensors").is_file():
+        return
+    cmd = pof("prune", str(src / "final.safetensors"), "--structure", "channel",
+              "--speedup", "2", "--latency-batch", "64", "--threads", str(args.threads),
+              "--recover", "mean", "--bn-recal", str(BN_RECAL), "--data", str(args.data),
+              "--onnx", "--out", str(out), *device(args))
+    try:
+        text = run_out(cmd, log)
+    except subprocess.CalledProcessError as e:  # no width met it: the page says so
+        path.write_text(json.dumps({"met": False, "command": portable_cmd(cmd),
+                                    "error": str(e)}) + "\n")
+        return
+    lat = read_meta(out / "pruned.safetensors")["latency"]
+    path.write_text(json.dumps({"met": lat["ms"] <= lat["dense_ms"] / 2,
+                                "top1": top1_after(text), "command": portable_cmd(cmd),
+                                "latency": lat}, indent=1) + "\n")
+    append_new(log, args.docs / "structured" / "commands.jsonl", lambda c: "/speedup2" in c)
+
+
+def portable_cmd(cmd: list[str]) -> str:
+    return shlex.join(["pof", *map(portable, cmd[3:])])
+
+
+# ---------------------------------------------------------------- report
+def mean_pm(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    spread = f" ± {(max(xs) - min(xs)) / 2:.2f}" if len(xs) > 1 else ""
+    return f"{statistics.mean(xs):.2f}{spread} ({len(xs)})"
+
+
+def collect(docs: Path) -> dict[tuple, list[dict]]:
+    """Archived rows by (model, arm, budget) -> [row, ...] over seeds."""
+    out: dict[tuple, list[dict]] = {}
+    for d in sorted((docs / "structured").glob("*")):
+        m = re.fullmatch(r"(.+?)-(range|pof[\d.]+|tp[\d.]+|oneshot)(?:-b([\d.]+))?(?:-s(\d+))?",
+                         d.name)
+        if not m or not (d / "deploy.json").is_file():
+            continue
+        model, arm, b = m[1], m[2], float(m[3]) if m[3] else None
+        kind = re.sub(r"[\d.]+$", "", arm)
+        for row in json.loads((d / "deploy.json").read_text()):
+            out.setdefault((model, kind, b), []).append(row)
+    return out
+
+
+def cell(rows: list[dict], k: float, key: str = "top1") -> list[float]:
+    return [r[key] for r in rows if abs(r["sparsity"] - k) < 1e-9 and key in r]
+
+
+def wall_times(docs: Path) -> dict[str, float]:
+    """Mean training wall seconds per (model, arm kind, budget) label, from the log."""
+    log = docs / "structured" / "commands.jsonl"
+    per: dict[str, float] = {}
+    if not log.is_file():
+        return per
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        m = re.search(r"/([\w.]+?-(?:range|pof[\d.]+|tp[\d.]+)-b[\d.]+-s\d+)(?=[/\s]|$)",
+                      rec["cmd"])
+        if m and re.search(r" -m pof (train|finetune)", rec["cmd"]):
+            per[m[1]] = per.get(m[1], 0.0) + rec["wall_s"]
+    return per
+
+
+def report(args: argparse.Namespace) -> str:
+    data = collect(args.docs)
+    lines = ["# Structured on the fly: one channel-range model, any width at deploy time", "",
+             "Generated by `python bench/structured_range.py --report-only` from the runs "
+             "archived in [structured/](structured/) (every command with its wall time and "
+             "machine: `structured/commands.jsonl`). Top-1 % on the test split, mean ± half "
+             "the range over seeds (count in brackets); no fine-tuning except Torch-Pruning's.",
+             "", "Arms: **range** one `pof train --structure channel --sparsity 0:0.5 "
+             "--subnet-distill 1` model deployed at each width (`pof prune --structure channel "
+             f"--sparsity k --recover mean --bn-recal {BN_RECAL}`); **pof k** a model trained for "
+             "that width; **TP + FT** Torch-Pruning group-magnitude pruning then `pof finetune` "
+             "for the same epochs; **one-shot + BN** the pretrained model pruned by magnitude "
+             f"with mean recovery and BatchNorm re-estimation ({BN_RECAL} batches), no training.",
+             ""]
+    models = sorted({k[0] for k in data})
+    walls = wall_times(args.docs)
+    for model in models:
+        lat_path = args.docs / "structured" / f"latency-{model}.json"
+        lat = json.loads(lat_path.read_text()) if lat_path.is_file() else None
+        budgets = sorted({k[2] for k in data if k[0] == model and k[2] is not None})
+        one = data.get((model, "oneshot", None), [])
+        for b in budgets:
+            rng = data.get((model, "range", b), [])
+            widths = sorted({r["sparsity"] for r in rng} | {r["sparsity"] for r in one})
+            lines += [f"## {model}, {b:g} epochs", "",
+                      "| channels removed | params | range model | pof for this width | "
+                      "TP + FT | one-shot + BN | ms b1 | ms b64 | speed-up b64 |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for k in widths:
+                params = (cell(rng, k, "params") or cell(one, k, "params") or ["–"])[0]
+                ms = {bt: [r for r in (lat or {}).get("rows", [])
+                           if r["batch"] == bt and abs(r["sparsity"] - k) < 1e-9]
+                      for bt in (1, 64)}
+                m1 = f"{ms[1][0]['ms']:.2f}" if ms[1] else "–"
+                m64 = f"{ms[64][0]['ms']:.2f}" if ms[64] else "–"
+                sp = f"{ms[64][0]['speedup']:.2f}x" if ms[64] else "–"
+                lines.append(
+                    f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | "
+                    f"{mean_pm(cell(data.get((model, 'pof', b), []), k))} | "
+                    f"{mean_pm(cell(data.get((model, 'tp', b), []), k))} | "
+                    f"{mean_pm(cell(one, k))} | {m1} | {m64} | {sp} |"
+                    if isinstance(params, int) else
+                    f"| {100 * k:g}% | – | {mean_pm(cell(rng, k))} | – | – | – | {m1} | {m64} "
+                    f"| {sp} |")
+            lines += ["", *targets(model, b, data, lat), ""]
+            costs = {lab: s for lab, s in walls.items() if lab.startswith(f"{model}-")
+                     and f"-b{b:g}-" in lab}
+            if costs:
+                by_kind: dict[str, list[float]] = {}
+                for lab, s in costs.items():
+                    kind = re.sub(r"-b.*", "", lab[len(model) + 1:])
+                    by_kind.setdefault(kind, []).append(s)
+                lines += ["Training wall time per run (mean over seeds, s): " + ", ".join(
+                    f"{k} {statistics.mean(v):,.0f}" for k, v in sorted(by_kind.items())), ""]
+        if lat:
+            lines += [f"Latency ({model}): {lat['runtime']}, {lat['machine']}, median of "
+                      f"{lat['repeats']} interleaved rounds, exported range-model widths "
+                      f"({lat['source']}); {lat['date']}. {lat.get('note') or ''}", ""]
+        sp_path = args.docs / "structured" / f"speedup-{model}.json"
+        if sp_path.is_file():
+            sp = json.loads(sp_path.read_text())
+            if "latency" in sp:
+                la = sp["latency"]
+                lines += [f"`{sp['command']}` picked {100 * la['sparsity']:g}% of channels "
+                          f"removed: {la['ms']:.2f} ms vs dense {la['dense_ms']:.2f} ms at batch "
+                          f"{la['batch']} ({la['speedup']:.2f}x; target at most half the dense "
+                          f"latency: {'met' if sp['met'] else 'missed'}), top-1 {sp['top1']:.2f}% "
+                          f"({la['machine']}).", ""]
+            else:
+                lines += [f"`{sp['command']}`: no width met it ({sp['error']}).", ""]
+    if not models:
+        lines.append("No archived runs yet.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def targets(model: str, b: float, data: dict, lat: dict | None) -> list[str]:
+    """The issue's targets, each against the measured number."""
+    out = []
+    rng = data.get((model, "range", b), [])
+    for k in (0.25, 0.5):
+        best = [(statistics.mean(v), name) for name, v in (
+            ("pof", cell(data.get((model, "pof", b), []), k)),
+            ("TP + FT", cell(data.get((model, "tp", b), []), k))) if v]
+        mine = cell(rng, k)
+        if best and mine:
+            top, who = max(best)
+            gap = top - statistics.mean(mine)
+            where = f"{gap:.2f} behind" if gap > 0 else f"{-gap:.2f} ahead"
+            out.append(f"- {100 * k:g}% of channels: range model {statistics.mean(mine):.2f} vs "
+                       f"best dedicated ({who}) {top:.2f}: {where} (target: at most 1.0 "
+                       f"behind: {'met' if gap <= 1.0 else 'missed'}).")
+    tp = cell(data.get((model, "tp", b), []), 0.5)
+    if tp and cell(rng, 0.5):
+        d = statistics.mean(cell(rng, 0.5)) - statistics.mean(tp)
+        out.append(f"- 50%: range model {'ahead of' if d >= 0 else 'behind'} TP + FT by "
+                   f"{abs(d):.2f} at the same epochs (costs: the wall times below).")
+    rows = [r for r in (lat or {}).get("rows", []) if r["batch"] == 64
+            and abs(r["sparsity"] - 0.5) < 1e-9]
+    if rows:
+        out.append(f"- 50% at batch 64: {rows[0]['speedup']:.2f}x faster than dense in "
+                   f"onnxruntime (target >= 2: {'met' if rows[0]['speedup'] >= 2 else 'missed'}).")
+    return out
+
+
+# ---------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--init", default=str(PRETRAINED),
+                   help="converged model every arm starts from ('none': from scratch, smoke)")
+    p.add_argument("--mobilenet-init", default=None,
+                   help="converged MobileNetV2-CIFAR: its 25%%/50%% rows (one seed)")
+    p.add_argument("--budgets", default="4,12", help="epochs per run, comma-separated")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--widths", default=",".join(f"{w:g}" for w in WIDTHS))
+    p.add_argument("--arms", default=",".join(ARM_KINDS))
+    p.add_argument("--lr", type=float, default=0.05, help="training lr")
+    p.add_argument("--ft-lr", type=float, default=0.01, help="Torch-Pruning fine-tuning lr")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument("--repeats", type=int, default=15, help="latency rounds")
+    p.add_argument("--note", default="", help="the machine's load, for the latency line")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "structured_range")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    args.budgets = [float(b) for b in args.budgets.split(",")]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    widths = [float(w) for w in args.widths.split(",")]
+    if 0.0 not in widths:
+        widths = [0.0, *widths]
+    arms = set(args.arms.split(","))
+    init = None if args.init == "none" else args.init
+    if not args.report_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        log = args.out / "commands.jsonl"
+        log.touch()
+        plan = [(args.model, init, widths, args.seeds, args.budgets)]
+        if args.mobilenet_init:
+            plan.append(("mobilenet_v2_cifar", args.mobilenet_init, [0.0, *MOBILE_WIDTHS],
+                         args.seeds[:1], args.budgets[:1]))
+        for model, start, ws, seeds, budgets in plan:
+            args.model = model
+            if "oneshot" in arms and start:
+                run_oneshot(model, start, ws, args, log)
+            for b in budgets:
+                for seed in seeds:
+                    if "range" in arms:
+                        run_range(model, start, b, seed, ws, args, log)
+                    for k in (w for w in ws if w > 0):
+                        if "pof" in arms and model == plan[0][0]:
+                            run_dedicated(model, start, b, seed, k, args, log)
+                        if "tp" in arms and start:
+                            run_tp(model, start, b, seed, k, args, log)
+            measure_latency(model, ws, args, log)
+            speedup_check(model, args, log)
+    from pof.fileio import write_text
+
+    page = args.docs / "structured.md"
+    write_text(page, report(args))
+    print(f"wrote {page}")
+
+
+if __name__ == "__main__":
+    main()
