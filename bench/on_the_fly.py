@@ -315,6 +315,43 @@ def mean_at(rows: list[dict], arm: str, s: float) -> float | None:
     return statistics.mean(vals) if vals else None
 
 
+# (range model, the suffix of the dedicated arms at its budget): the target rows
+RANGE_TARGETS = (("pof-range", ""), ("pof-range-kd", ""), ("pof-range-kd05", ""),
+                 ("pof-range-kdinit", ""), ("pof-range-4x", "-4x"), ("pof-range-kd-4x", "-4x"))
+BUDGETS = (("1x", ""), ("2x", "-2x"), ("4x", "-4x"))
+
+
+def best_dedicated(rows: list[dict], s: float, sfx: str = "") -> str | None:
+    """The better of the models trained for exactly ``s`` at the budget ``sfx`` (80%: GMP80
+    only), by their mean as deployed; None when none has run."""
+    done = [(m, a + sfx) for a in DEDICATED if a.endswith(f"{100 * s:g}")
+            and (m := mean_at(rows, a + sfx, s)) is not None]
+    return max(done)[1] if done else None
+
+
+def budget_table(rows: list[dict], epochs: float) -> list[str]:
+    """The budget study: each range model and the best dedicated models at 1x, 2x and 4x the
+    per-arm budget, with what serving 50/70/80/90% costs in training epochs (one range model;
+    four dedicated models)."""
+    ss = (0.5, 0.7, 0.8, 0.9)
+    out = ["| model | budget | epochs to serve " + "/".join(f"{100 * s:g}" for s in ss)
+           + "% | " + " | ".join(f"{100 * s:g}%" for s in ss) + " |",
+           "|---|---|---:|" + "---:|" * len(ss)]
+    for name, sfx in BUDGETS:
+        k = {"": 1, "-2x": 2, "-4x": 4}[sfx]
+        for rng in ("pof-range", "pof-range-kd"):
+            arm = rng + sfx
+            if any(r["arm"] == arm for r in rows):
+                out.append(f"| {arm} | {name} | {k * epochs:g} | " + " | ".join(
+                    cell(deploy_cell(rows, arm, s)) for s in ss) + " |")
+        best = [best_dedicated(rows, s, sfx) for s in ss]
+        if any(best):
+            out.append(f"| best dedicated per sparsity | {name} | {4 * k * epochs:g} | " +
+                       " | ".join(f"{cell(deploy_cell(rows, b, s))} ({b})" if b else "–"
+                                  for b, s in zip(best, ss, strict=True)) + " |")
+    return out
+
+
 def targets(rows: list[dict]) -> list[str]:
     """Each target of the on-the-fly and at-scale issues against the measured means (as
     deployed), with the verdict; a target whose arms have not run yet is left out."""
@@ -332,13 +369,14 @@ def targets(rows: list[dict]) -> list[str]:
         out.append(f"| {name} | {val(*ours)} vs {val(*ref)} | {gap:+.2f} | "
                    f"{'met' if gap >= -slack - 1e-9 else 'missed'} |")
 
-    add("pof range dense within 0.5 of standard", ("pof-range", 0.0), ("standard", 0.0), 0.5)
-    for s in (0.5, 0.7, 0.8, 0.9):  # the models trained for exactly s (80%: GMP80 only)
-        done = [(mean_at(rows, a, s), a) for a in DEDICATED
-                if a.endswith(f"{100 * s:g}") and mean_at(rows, a, s) is not None]
-        if done:
-            add(f"pof range at {100 * s:g}% within 0.5 of the best dedicated model",
-                ("pof-range", s), (max(done)[1], s), 0.5)
+    for rng, sfx in RANGE_TARGETS:  # each range model against the same per-model budget
+        label = "pof range" if rng == "pof-range" else rng
+        add(f"{label} dense within 0.5 of standard", (rng, 0.0), ("standard", 0.0), 0.5)
+        for s in (0.5, 0.7, 0.8, 0.9):
+            best = best_dedicated(rows, s, sfx)
+            if best:
+                add(f"{label} at {100 * s:g}% within 0.5 of the best dedicated model"
+                    + (f" ({sfx[1:]})" if sfx else ""), (rng, s), (best, s), 0.5)
     for s in (0.7, 0.9):
         add(f"pof dedicated ≥ GMP at {100 * s:g}%", (f"pof{100 * s:g}", s),
             (f"gmp{100 * s:g}", s), 0.0)
@@ -369,6 +407,7 @@ def report(args: argparse.Namespace) -> None:
             no_bn.append(f"| {a}, {fill} | " + " | ".join(
                 cell(seed_cells(rows, a, s, fill, bn=False)) for s in ss) + " |")
     goals = targets(rows)
+    budget = budget_table(rows, args.epochs)
     detail = ["| arm | seed | fill | BN re-est. | " + " | ".join(f"{100 * s:g}%" for s in ss)
               + " |", "|---|---:|---|---|" + "---:|" * len(ss)]
     for a in arms:
@@ -391,12 +430,15 @@ def report(args: argparse.Namespace) -> None:
                       stamp, "", f"As deployed: {DEPLOYED}, for every arm (test top-1 %, "
                       "mean ± half-range over seeds):",
                       "", *lines, "", f"Targets ({targets_note(rows)}):", "", *goals, "",
+                      "Budget (per-model epochs; serving four sparsities takes one range "
+                      "model or four dedicated ones):", "", *budget, "",
                       "Every sweep row:", "", *detail, ""])
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"{name}_tables.md").write_text(text)
     inject(args.docs / f"{name}.md", "deployed", "\n".join(lines))
     inject(args.docs / f"{name}.md", "targets", "\n".join(goals))
     inject(args.docs / f"{name}.md", "no-bn", "\n".join(no_bn))
+    inject(args.docs / f"{name}.md", "budget", "\n".join(budget))
     (args.docs / f"{name}.json").write_text(json.dumps(rows, indent=1))
     plot(rows, arms, ss, args.docs / f"{name}.png", args.model)
     print(text)
