@@ -114,7 +114,8 @@ class _Switch(argparse.BooleanOptionalAction):
     def __init__(self, option_strings: list[str], dest: str, parse: Callable[[str], Any],
                  **kw: Any) -> None:
         super().__init__(option_strings, dest, **kw)
-        self.nargs, self.parse = "?", parse
+        self.nargs, self.parse, self.metavar = "?", parse, "BOOL"  # (set here: newer Pythons
+        # deprecate passing metavar to BooleanOptionalAction)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
@@ -156,8 +157,7 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozens
             flag = "--" + name.replace("_", "-")
             if isinstance(kind, Bool):
                 g.add_argument(flag, dest=name, default=argparse.SUPPRESS, action=_Switch,
-                               parse=check, metavar="BOOL", help=_help(f.metadata["help"],
-                                                                       default))
+                               parse=check, help=_help(f.metadata["help"], default))
             else:
                 g.add_argument(flag, dest=name, default=argparse.SUPPRESS, type=check,
                                help=_help(f.metadata["help"], default))
