@@ -91,14 +91,17 @@ GROUPS: dict[str, tuple[str, ...]] = {
                      "schedule", "warmup_epochs", "label_smoothing"),
     "method": ("penalty", "penalty_weight", "penalty_warmup", "penalty_ramp",
                "penalty_refresh", "penalty_beta", "penalty_form", "penalty_levels", "subnet",
-               "subnet_every", "subnet_distill", "subnet_sample", "subnet_count", "gmp_start",
+               "subnet_every", "subnet_distill", "subnet_sample", "subnet_count",
+               "subnet_teacher", "gmp_start",
                "gmp_end", "gmp_every", "l1_weight", "sphere", "cosine"),
     "pruning": ("sparsity", "structure", "pattern", "penalty_scope", "exclude"),
     "run control": ("out", "seed", "max_steps", "ckpt_every", "device", "amp",
                     "channels_last"),
     "logging": ("progress", "log_every", "tensorboard"),
 }
+METHOD_PREFIXES = ("penalty_", "subnet_", "gmp_", "l1_")  # a new field's section: method
 # flags `pof finetune` takes from TrainConfig: it trains the pruned model plainly, masks fixed
+# (it skips these, and any field with a METHOD_PREFIXES prefix)
 FINETUNE_SKIP = frozenset({
     "model", "out", "init", "penalty", "sphere", "cosine", "sparsity", "exclude",
     "penalty_weight", "penalty_warmup", "penalty_scope", "penalty_refresh", "penalty_beta",
@@ -142,8 +145,11 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozens
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)
               if f.name not in skip and f.name != "model_kwargs"}
     placed = {n for names in GROUPS.values() for n in names}
-    sections = [(title, [n for n in names if n in fields]) for title, names in GROUPS.items()]
-    sections.append(("other", [n for n in fields if n not in placed]))
+    new = [n for n in fields if n not in placed]
+    sections = [(title, [n for n in names if n in fields]
+                 + [n for n in new if title == "method" and n.startswith(METHOD_PREFIXES)])
+                for title, names in GROUPS.items()]
+    sections.append(("other", [n for n in new if not n.startswith(METHOD_PREFIXES)]))
     for title, names in sections:
         if not names:
             continue
@@ -292,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run folder (default: next to the checkpoint)")
     f.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.safetensors (starts fresh if there is none)")
-    _add_config_flags(f, skip=FINETUNE_SKIP, shown={
+    from ..training.config import TrainConfig
+
+    method = {x.name for x in dataclasses.fields(TrainConfig)
+              if x.name.startswith(METHOD_PREFIXES)}
+    _add_config_flags(f, skip=FINETUNE_SKIP | method, shown={
         "epochs": "2.0", "lr": "0.01", "data": "the data the checkpoint records"})
     f.set_defaults(func=commands.cmd_finetune, epochs=2.0, lr=0.01)
 
