@@ -414,7 +414,7 @@ def publish(args: argparse.Namespace, echo: bool = True) -> None:
             "(../shared/data/cifar10, quality 75), so compare arms with "
             "each other, not with published CIFAR-10 numbers. The short-schedule study "
             "that came before (8-epoch models) is archived in "
-            "[cifar10_short_schedule.md](cifar10_short_schedule.md).", "",
+            "[archive/cifar10_short_schedule.md](archive/cifar10_short_schedule.md).", "",
             *starting_points(args),
             *model_section("resnet20", args), *model_section("resnet56", args),
             "## MobileNetV2-CIFAR at 70%, first conv dense, with fine-tuning", "",
