@@ -117,7 +117,7 @@ def _evaluator(model, data: str, batch: int, meta: dict, ckpt: str
                ) -> Callable[[Any], dict[str, float]]:
     """``model -> metrics`` on ``data``'s held-out split (on the model's device), normalised
     as the checkpoint's training data was, checked against the model first."""
-    from ..core.bn_recal import model_device
+    from ..core.model_info import model_device
     from ..data import make_loader
     from ..training.evaluate import check_model_takes, evaluate, held_out_split
 
@@ -140,7 +140,8 @@ def _recalibrator(model, data: str, batches: int, meta: dict, ckpt: str
     """``model -> None``: BatchNorm recalibration on ``batches`` unaugmented training batches
     of RECAL_BATCH images (on the model's device), normalised as the checkpoint's training
     data was; ``model`` is checked to take the images first."""
-    from ..core.bn_recal import model_device, recalibrate_bn
+    from ..core.bn_recal import recalibrate_bn
+    from ..core.model_info import model_device
     from ..data import load_dataset, make_loader
     from ..training.evaluate import check_model_takes
 
@@ -308,7 +309,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def _bake_pruned(model, args: argparse.Namespace) -> None:
     """An already-pruned checkpoint (a GMP run's masks) is pruned further from its zeros,
     as ``pof sweep`` does; said so in one line."""
-    from ..core.prune import pruned_layers
+    from ..core.parametrizations import pruned_layers
     from ..core.sparsity import sparsity_report
     from ..sweep import bake_masks
 
@@ -417,7 +418,7 @@ def _write_onnx(model, meta: dict, path: Path) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from ..core.fold import remove
-    from ..core.prune import pruned_layers
+    from ..core.parametrizations import pruned_layers
     from ..training.checkpoint import model_from_checkpoint, save_checkpoint
     from ..training.run_dir import check_out_file, outputs
 

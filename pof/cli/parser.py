@@ -63,7 +63,7 @@ def _sparsities(text: str) -> list[float]:
 
 
 def _recovers(text: str) -> list[str]:
-    from ..core.prune import RECOVER
+    from ..core.parametrizations import RECOVER
 
     items = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in items if x not in RECOVER]

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .channels import ChannelPlan
 from .masks import check_choice, check_range, keep_all_but_lowest
-from .prune import RECOVER
+from .parametrizations import RECOVER
 from .subnet import SAMPLES, SubnetSampler, bn_stats_frozen
 
 

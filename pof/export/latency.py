@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core.prune import pruned_layers, unprune
+from ..core.parametrizations import pruned_layers
+from ..core.prune import unprune
 from ..errors import PofError
 from ..optional import require
 from .onnx import export_onnx, session

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..core.channel_masks import is_channel_pruned
 from ..core.fold import as_dense, remove
 from ..core.folded import is_folded
-from ..core.prune import pruned_layers
+from ..core.parametrizations import pruned_layers
 from ..core.selection import replace_module
 from ..core.sphere import from_sphere, is_cosine, sphere_layers
 from ..errors import PofError
