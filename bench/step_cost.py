@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 import torch
+from on_the_fly import ARMS, POF_COMMON
+from runner import DATA
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from on_the_fly import ARMS, DATA, POF_COMMON  # noqa: E402
-
-from pof.training import TrainConfig, Trainer  # noqa: E402
-from pof.training.config import field_kind  # noqa: E402
+from pof.training import TrainConfig, Trainer
+from pof.training.config import field_kind
 
 ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram", "pof-range-every2", "pof-range-kd")
 
