@@ -40,6 +40,8 @@ def test_step_record_and_line_say_where_the_run_is():
     assert line == ("epoch 2/2 step 30/46 (65%): loss 2.3000, acc 0.5000, lr 0.05 "
                     "[1m15s elapsed, ~40s left]")
     assert StepClock(0, now=100.0).left(10, 40, now=120.0) == pytest.approx(60.0)
+    end_of_first = step_record(23, 23, sums, 0.05, 1.0)  # the last step of epoch 1
+    assert step_line(end_of_first, total=46, epochs=2).startswith("epoch 1/2 step 23/46")
 
 
 def _fake_trainer(tmp_path: Path, **cfg) -> SimpleNamespace:

@@ -62,7 +62,7 @@ def step_line(rec: dict[str, Any], total: int, epochs: float,
               left: float | None = None) -> str:
     """One log line for a step record: where the run is, its running numbers, time."""
     step = rec["step"]
-    head = (f"epoch {math.floor(rec['epoch']) + 1}/{math.ceil(epochs)} step {step}/{total} "
+    head = (f"epoch {max(1, math.ceil(rec['epoch']))}/{math.ceil(epochs)} step {step}/{total} "
             f"({100 * step / total:.0f}%)")
     body = [f"loss {rec['train_loss']:.4f}", f"acc {rec['train_acc']:.4f}"]
     if rec.get("train_penalty"):
