@@ -144,6 +144,9 @@ def test_tiny_channel_range_deployed_at_two_widths_by_speedup(tmp_path, capsys, 
         assert json.loads(onnx_meta["pof.classes"]) == [str(i) for i in range(10)]
         assert json.loads(onnx_meta["pof.latency"])["speedup"] == pytest.approx(1 / (1 - want))
     assert widths == {0.0: 64, 0.375: 40}
+    assert main(["prune", str(ckpt), "--structure", "channel", "--latency-ms", "0.7",
+                 "--no-eval", "--recover", "zero", "--out", str(tmp_path / "ms")]) == 0
+    assert read_meta(tmp_path / "ms" / "pruned.safetensors")["latency"]["sparsity"] == 0.3125
     assert main(["prune", str(ckpt), "--structure", "channel", "--speedup", "5",
                  "--out", str(tmp_path / "none")]) == 2  # 2x at most in the range
     err = capsys.readouterr().err
@@ -238,3 +241,16 @@ def test_bench_script_parses_its_flags():
     out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "--budgets" in out and "--report-only" in out
+
+
+def test_width_that_would_empty_a_group_is_skipped_and_pattern_metadata():
+    from pof.export.latency import width_latencies
+    from pof.export.onnx import deploy_metadata
+
+    model = _model()
+    rows = width_latencies(model, X, [0.5, 0.99], repeats=1)  # 0.99 empties every group
+    assert [r["sparsity"] for r in rows] == [0.0, 0.5] and rows[0]["speedup"] == 1.0
+    assert rows[1]["params"] < rows[0]["params"]
+    assert not pof.is_pruned(model) and model.features[1][0].out_channels == 64  # untouched
+    meta = deploy_metadata({"pruned": {"pattern": "2:4", "structure": "weight"}})
+    assert (meta["pof.sparsity"], meta["pof.width"], meta["pof.pattern"]) == ("0.5", "1", "2:4")

@@ -95,7 +95,8 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
     dense model, 0, always included) and time each in onnxruntime at ``batch`` on
     ``threads`` threads, interleaved (:func:`interleaved_medians`). ``model`` is left as
     it is. Returns one row per width, ascending: ``sparsity``, ``params``, ``ms``
-    (median per forward) and ``speedup`` (dense ms / ms)."""
+    (median per forward) and ``speedup`` (dense ms / ms); a fraction that would empty a
+    channel group has no row."""
     require("onnxruntime", "measuring latency")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise PofError(f"batch must be a whole number >= 1, got {batch!r}")
@@ -105,7 +106,12 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
     params, runners = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for s in ss:
-            m = _at_width(model, s, example, importance, exclude)
+            try:
+                m = _at_width(model, s, example, importance, exclude)
+            except PofError:  # a group would lose every channel: not a width of this model
+                if s == 0:
+                    raise
+                continue
             params[s] = sum(p.numel() for p in m.parameters())
             path = Path(tmp) / f"w{len(runners)}.onnx"
             export_onnx(m, path, example, check=False)
@@ -113,7 +119,7 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
             runners[s] = (lambda sess=sess: sess.run(None, x))
         med = interleaved_medians(runners, repeats)
     return [{"sparsity": s, "params": params[s], "ms": 1000 * med[s],
-             "speedup": med[0.0] / med[s]} for s in ss]
+             "speedup": med[0.0] / med[s]} for s in ss if s in med]
 
 
 def pick_width(rows: list[dict[str, Any]], speedup: float | None = None,
@@ -160,6 +166,10 @@ def choose_width(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[
     where = f"{runtime(threads)}, batch {batch}, {machine()}"
     say(f"measured latency ({where}; median of {repeats} interleaved rounds):")
     say(latency_table(rows, chosen))
+    gone = sorted(set(map(float, sparsities)) - {r["sparsity"] for r in rows} - {0.0})
+    if gone:
+        say(f"not measured (a channel group would lose every channel): "
+            f"{', '.join(f'{100 * s:g}%' for s in gone)}")
     want = f"--speedup {speedup:g}" if speedup is not None else f"--latency-ms {latency_ms:g}"
     if chosen is None:
         best = min(rows, key=lambda r: r["ms"])

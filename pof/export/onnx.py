@@ -156,9 +156,16 @@ def deploy_metadata(meta: dict[str, Any], model: nn.Module | None = None) -> dic
     arch = (meta.get("arch") or {}).get("name")
     structure = pruned.get("structure", "dense") if pruned else "dense"
     s = pruned.get("sparsity") if isinstance(pruned.get("sparsity"), int | float) else 0.0
+    if isinstance(pruned.get("pattern"), str):  # N:M: the pattern fixes the sparsity
+        from ..core.masks import parse_nm
+
+        n, m = parse_nm(pruned["pattern"])
+        s = 1 - n / m
     out = {"pof.input": "float32 [N, C, H, W], x = (pixel / 255 - mean) / std per channel",
            "pof.structure": structure, "pof.sparsity": f"{s:g}",
            "pof.width": f"{1 - s if structure == 'channel' else 1.0:g}"}
+    if isinstance(pruned.get("pattern"), str):
+        out["pof.pattern"] = pruned["pattern"]
     for key in ("mean", "std", "image_size", "classes"):
         if data.get(key) is not None:
             out[f"pof.{key}"] = json.dumps(data[key])
