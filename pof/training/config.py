@@ -245,7 +245,8 @@ class TrainConfig:
                              "nested pruned sets the penalty acts on")
     structure: str = _f("weight", Str(STRUCTURES), "pof penalty on single weights (weight) "
                         "or whole channels (channel; sparsity = fraction of each channel "
-                        "group), for `pof prune --structure`")
+                        "group, a range lo:hi = one model for every width in it), for `pof "
+                        "prune --structure`")
     pattern: str | None = _f(None, Pattern(), "pof penalty for an N:M prune (e.g. 2:4; the "
                              "sparsity is then 1 - N/M)")
     subnet: str = _f("auto", Str(SUBNETS), "loss of the network pruned at a sampled "
