@@ -9,6 +9,9 @@ From the converged ResNet-20 (../shared/pretrained), for each budget B (epochs) 
   deployed at k the same way;
 - tp<k>: Torch-Pruning's group-magnitude pruning of the pretrained model at k
   (``pof prune --importance magnitude``), then ``pof finetune`` for the same B epochs;
+- tpgn<k>: Torch-Pruning's group-norm pruner: B/2 epochs of its sparsity regularisation
+  from the pretrained model, pruned at k (bench/tp_group_norm.py), ``pof finetune`` for
+  the other B/2;
 - oneshot (no training, once): the pretrained model pruned at each k by magnitude, mean
   recovery and BatchNorm re-estimation.
 
@@ -47,7 +50,7 @@ from runner import DATA, PRETRAINED, ROOT, append_new, host, pof, portable, ran,
 BN_RECAL = 20
 WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
 MOBILE_WIDTHS = (0.25, 0.5)
-ARM_KINDS = ("range", "pof", "tp", "oneshot")
+ARM_KINDS = ("range", "pof", "tp", "tpgn", "oneshot")
 KEEP = ("config.yaml", "metrics.jsonl")
 
 
@@ -183,6 +186,36 @@ def run_tp(model: str, init: str, budget: float, seed: int, k: float, args, log)
     archive(name, out, [{**row0, "top1_no_ft": row0["top1"], "top1": top1}], args, log)
 
 
+def run_tpgn(model: str, init: str, budget: float, seed: int, k: float, args, log):
+    """Torch-Pruning's group-norm pruner: half the budget regularised, pruned at ``k``,
+    the other half fine-tuned."""
+    import sys
+
+    name = run_name(model, f"tpgn{k:g}", budget, seed)
+    if done(name, args):
+        return
+    out = args.out / name
+    reg = out / "regularised"
+    if not (reg / "pruned.safetensors").is_file():
+        run_out([sys.executable, str(ROOT / "bench" / "tp_group_norm.py"), "--init", init,
+                 "--data", str(args.data), "--sparsity", f"{k:g}", "--epochs",
+                 f"{budget / 2:g}", "--lr", f"{args.lr:g}", "--seed", str(seed), "--out",
+                 str(reg)], log)
+    ft = out / "ft"
+    ckpt = train_once(pof("finetune", str(reg / "pruned.safetensors"), "--epochs",
+                          f"{budget / 2:g}", "--lr", f"{args.ft_lr:g}", "--workers", "0",
+                          "--no-progress", "--seed", str(seed), "--data", str(args.data),
+                          *device(args)), ft, log)
+    top1 = top1_after(run_out(pof("eval", str(ckpt), "--data", str(args.data),
+                                  *device(args)), log))
+    res = json.loads((reg / "result.json").read_text())
+    for f in KEEP:
+        if (ft / f).is_file():
+            shutil.copyfile(ft / f, out / f)
+    archive(name, out, [{"sparsity": k, "top1": top1, "params": res["params"],
+                         "top1_no_ft": res["top1_pruned"]}], args, log)
+
+
 def run_oneshot(model: str, init: str, widths, args, log):
     """The pretrained model pruned one-shot at each width (magnitude, mean, BN)."""
     name = run_name(model, "oneshot", None, None)
@@ -279,7 +312,8 @@ def collect(docs: Path) -> dict[tuple, list[dict]]:
     """Archived rows by (model, arm, budget) -> [row, ...] over seeds."""
     out: dict[tuple, list[dict]] = {}
     for d in sorted((docs / "structured").glob("*")):
-        m = re.fullmatch(r"(.+?)-(range|pof[\d.]+|tp[\d.]+|oneshot)(?:-b([\d.]+))?(?:-s(\d+))?",
+        m = re.fullmatch(r"(.+?)-(range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+|oneshot)(?:-b([\d.]+))?"
+                         r"(?:-s(\d+))?",
                          d.name)
         if not m or not (d / "deploy.json").is_file():
             continue
@@ -302,9 +336,10 @@ def wall_times(docs: Path) -> dict[str, float]:
         return per
     for line in log.read_text().splitlines():
         rec = json.loads(line)
-        m = re.search(r"/([\w.]+?-(?:range|pof[\d.]+|tp[\d.]+)-b[\d.]+-s\d+)(?=[/\s]|$)",
+        m = re.search(r"/([\w.]+?-(?:range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+)-b[\d.]+-s\d+)"
+                      r"(?=[/\s]|$)",
                       rec["cmd"])
-        if m and re.search(r" -m pof (train|finetune)", rec["cmd"]):
+        if m and re.search(r" -m pof (train|finetune)|tp_group_norm\.py", rec["cmd"]):
             per[m[1]] = per.get(m[1], 0.0) + rec["wall_s"]
     return per
 
@@ -322,8 +357,11 @@ def report(args: argparse.Namespace) -> str:
              "--subnet-distill 1` model deployed at each width (`pof prune --structure channel "
              f"--sparsity k --recover mean --bn-recal {BN_RECAL}`); **pof k** a model trained for "
              "that width; **TP + FT** Torch-Pruning group-magnitude pruning then `pof finetune` "
-             "for the same epochs; **one-shot + BN** the pretrained model pruned by magnitude "
-             f"with mean recovery and BatchNorm re-estimation ({BN_RECAL} batches), no training.",
+             "for the same epochs; **TP group-norm + FT** Torch-Pruning's `GroupNormPruner`: "
+             "half the epochs of its regularisation, pruned, half fine-tuned "
+             "(`bench/tp_group_norm.py`); **one-shot + BN** the pretrained model pruned by "
+             f"magnitude with mean recovery and BatchNorm re-estimation ({BN_RECAL} batches), "
+             "no training.",
              ""]
     models = sorted({k[0] for k in data})
     walls = wall_times(args.docs)
@@ -337,8 +375,9 @@ def report(args: argparse.Namespace) -> str:
             widths = sorted({r["sparsity"] for r in rng} | {r["sparsity"] for r in one})
             lines += [f"## {model}, {b:g} epochs", "",
                       "| channels removed | params | range model | pof for this width | "
-                      "TP + FT | one-shot + BN | ms b1 | ms b64 | speed-up b64 |",
-                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "TP + FT | TP group-norm + FT | one-shot + BN | ms b1 | ms b64 | "
+                      "speed-up b64 |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for k in widths:
                 params = (cell(rng, k, "params") or cell(one, k, "params") or ["–"])[0]
                 ms = {bt: [r for r in (lat or {}).get("rows", [])
@@ -351,10 +390,11 @@ def report(args: argparse.Namespace) -> str:
                     f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | "
                     f"{mean_pm(cell(data.get((model, 'pof', b), []), k))} | "
                     f"{mean_pm(cell(data.get((model, 'tp', b), []), k))} | "
+                    f"{mean_pm(cell(data.get((model, 'tpgn', b), []), k))} | "
                     f"{mean_pm(cell(one, k))} | {m1} | {m64} | {sp} |"
                     if isinstance(params, int) else
-                    f"| {100 * k:g}% | – | {mean_pm(cell(rng, k))} | – | – | – | {m1} | {m64} "
-                    f"| {sp} |")
+                    f"| {100 * k:g}% | – | {mean_pm(cell(rng, k))} | – | – | – | – | {m1} | "
+                    f"{m64} | {sp} |")
             lines += ["", *targets(model, b, data, lat), ""]
             costs = {lab: s for lab, s in walls.items() if lab.startswith(f"{model}-")
                      and f"-b{b:g}-" in lab}
@@ -393,7 +433,8 @@ def targets(model: str, b: float, data: dict, lat: dict | None) -> list[str]:
     for k in (0.25, 0.5):
         best = [(statistics.mean(v), name) for name, v in (
             ("pof", cell(data.get((model, "pof", b), []), k)),
-            ("TP + FT", cell(data.get((model, "tp", b), []), k))) if v]
+            ("TP + FT", cell(data.get((model, "tp", b), []), k)),
+            ("TP group-norm + FT", cell(data.get((model, "tpgn", b), []), k))) if v]
         mine = cell(rng, k)
         if best and mine:
             top, who = max(best)
@@ -466,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
                             run_dedicated(model, start, b, seed, k, args, log)
                         if "tp" in arms and start:
                             run_tp(model, start, b, seed, k, args, log)
+                        if "tpgn" in arms and start:
+                            run_tpgn(model, start, b, seed, k, args, log)
             measure_latency(model, ws, args, log)
             speedup_check(model, args, log)
     from pof.fileio import write_text
