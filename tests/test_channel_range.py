@@ -77,6 +77,8 @@ def test_channel_range_method_trains_both_widths():
     e1 = method.logs()["level_energy"]
     assert e1[0] == 0 and e1[-1] < e0[-1]  # the penalty empties the removed channels
     assert method.state_dict()["steps"] == 3
+    with pytest.raises(PofError, match="would remove all 32 channels of layer 'features.0.0'"):
+        pof.ChannelRange(_model(), "0:0.99", example_inputs=X)
 
 
 def test_config_takes_a_channel_range():

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..errors import PofError
 from .channels import ChannelPlan
 from .masks import check_choice, check_range, keep_all_but_lowest
 from .parametrizations import RECOVER
@@ -46,6 +47,10 @@ class ChannelSubnetSampler(SubnetSampler):
         check_choice("recover", recover, RECOVER)
         check_choice("sample", how, SAMPLES)
         self.recover, self.seed, self.model, self.how, self.plan = recover, seed, model, how, plan
+        for g in plan.groups:
+            if round(self.hi * g.channels) >= g.channels:
+                raise PofError(f"sparsity {self.hi:g} would remove all {g.channels} channels "
+                               f"of layer {g.root!r} (and its group); lower it or exclude it")
         mods = dict(model.named_modules())
         self.consumers = {n: mods[n] for n in plan.consumers}
 
