@@ -162,7 +162,7 @@ def deploy_metadata(meta: dict[str, Any], model: nn.Module | None = None) -> dic
         n, m = parse_nm(pruned["pattern"])
         s = 1 - n / m
     out = {"pof.input": "float32 [N, C, H, W], x = (pixel / 255 - mean) / std per channel",
-           "pof.structure": structure, "pof.sparsity": f"{s:g}",
+           "pof.structure": str(structure), "pof.sparsity": f"{s:g}",
            "pof.width": f"{1 - s if structure == 'channel' else 1.0:g}"}
     if isinstance(pruned.get("pattern"), str):
         out["pof.pattern"] = pruned["pattern"]
@@ -173,8 +173,8 @@ def deploy_metadata(meta: dict[str, Any], model: nn.Module | None = None) -> dic
         out["pof.arch"] = arch
     if model is not None:
         out["pof.params"] = str(sum(p.numel() for p in model.parameters()))
-    if meta.get("latency"):
-        lat = meta["latency"]
+    lat = meta.get("latency")
+    if isinstance(lat, dict):  # never checked on load: taken only as plain JSON values
         out["pof.latency"] = json.dumps({k: lat[k] for k in (
             "ms", "speedup", "dense_ms", "batch", "threads", "runtime", "machine") if k in lat})
     return out
