@@ -221,16 +221,22 @@ HEADLINE = (("standard, one-shot + BN re-estimation", "standard", 0.0),
                f"({'an' if a[3] == '8' else 'a'} {a[3:]}%-sparse model)", a, int(a[3:]) / 100)
               for a in sorted(otf.DEDICATED, key=lambda a: (int(a[3:]), a.startswith("pof")))),
             ("pof, one model for 30–90%", "pof-range", 0.0),
-            ("CrAM-style, one model for 30–90% (2× step cost; zero fill)", "cram", 0.0))
+            ("CrAM-style, one model for 30–90% (2× step cost; zero fill)", "cram", 0.0),
+            ("pof, one model, distilled in place (weight 1)", "pof-range-kd", 0.0),
+            ("pof, one model, distilled half (weight 0.5)", "pof-range-kd05", 0.0),
+            ("pof, one model, distilled from the starting model", "pof-range-kdinit", 0.0),
+            ("pof, one model, 4× budget (16 epochs)", "pof-range-4x", 0.0),
+            ("GMP to 70%, 4× budget", "gmp70-4x", 0.7),
+            ("GMP to 90%, 4× budget", "gmp90-4x", 0.9))
 
 
 def headline(rows: list[dict]) -> list[str]:
     """Arms × sparsities as deployed, the best mean of each column in bold."""
     means = {(arm, c): otf.mean_at(rows, arm, c) for _, arm, low in HEADLINE
-             for c in COLUMNS if c >= low}
+             for c in COLUMNS if c >= low and not arm.endswith("x")}  # bold: same budget
     best = {c: max((v for (_, cc), v in means.items() if cc == c and v is not None),
                    default=None) for c in COLUMNS}
-    lines = ["| arm (same budget) | dense | 50% | 70% | 80% | 90% |",
+    lines = ["| arm (4 epochs unless said) | dense | 50% | 70% | 80% | 90% |",
              "|---|---:|---:|---:|---:|---:|"]
     for label, arm, low in HEADLINE:
         if not any(r["arm"] == arm for r in rows):
@@ -240,7 +246,9 @@ def headline(rows: list[dict]) -> list[str]:
             text = otf.cell(otf.deploy_cell(rows, arm, c)) if c >= low else "–"
             cells.append(f"**{text}**" if means.get((arm, c)) == best[c] and text != "–"
                          else text)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        n = len({r["seed"] for r in rows if r["arm"] == arm})
+        seeds = f" [{n} seed{'s' if n > 1 else ''}]" if n < 3 else ""
+        lines.append(f"| {label}{seeds} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -22,18 +22,21 @@ from pathlib import Path
 
 import torch
 from on_the_fly import ARMS, POF_COMMON
-from runner import DATA
+from runner import DATA, PRETRAINED
 
 from pof.training import TrainConfig, Trainer
 from pof.training.config import field_kind
 
-ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram", "pof-range-every2", "pof-range-kd")
+ARM_NAMES = ("standard", "gmp70", "pof70", "pof-range", "cram", "pof-range-every2",
+             "pof-range-kd", "pof-range-kdinit")
 
 
 def config(arm: str, out: str, data: str) -> TrainConfig:
     opts = {**(POF_COMMON if "pof" in arm else {}), **ARMS[arm]}
     # each flag's text parsed as `pof train` parses it
     kw = {(k := f.replace("-", "_")): field_kind(k).parse(v) for f, v in opts.items()}
+    if kw.get("subnet_teacher") == "init":  # the frozen teacher: the converged model
+        kw["init"] = str(PRETRAINED)
     return TrainConfig(model="resnet20", data=data, out=out, epochs=1, batch_size=128,
                        workers=0, progress=False, gmp_every=50, **kw)
 

@@ -137,7 +137,7 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["at_scale.py", "--report-only", "--docs", str(tmp_path),
                                       "--readme", str(readme)])
     at_scale.main()
-    assert "| pof, one model for 30–90% | 86.00 | – | **85.00** |" in readme.read_text()
+    assert "| pof, one model for 30–90% [1 seed] | 86.00 | – | **85.00** |" in readme.read_text()
     page = (tmp_path / "cifar10.md").read_text()
     rows = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
     assert rows["| standard, one-shot + BN re-estimation"].startswith(  # bold: best mean
