@@ -247,7 +247,7 @@ def headline(rows: list[dict]) -> list[str]:
             cells.append(f"**{text}**" if means.get((arm, c)) == best[c] and text != "–"
                          else text)
         n = len({r["seed"] for r in rows if r["arm"] == arm})
-        seeds = f" [{n} seed{'s' if n > 1 else ''}]" if n < 3 else ""
+        seeds = " [1 seed]" if n == 1 else ""  # no spread measured
         lines.append(f"| {label}{seeds} | " + " | ".join(cells) + " |")
     return lines
 

@@ -142,7 +142,7 @@ def test_at_scale_publishes_the_archived_runs(tmp_path, monkeypatch):
     rows = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
     assert rows["| standard, one-shot + BN re-estimation"].startswith(  # bold: best mean
         "| standard, one-shot + BN re-estimation | **87.50 ± 0.50** | – | 82.50 ± 0.50 |")
-    assert "| 86.00 | – | **85.00** |" in rows["| pof, one model for 30–90%"]
+    assert "| 86.00 | – | **85.00** |" in rows["| pof, one model for 30–90% [1 seed]"]
     assert not any("GMP" in k for k in rows)  # not run: no row
     assert "## resnet56\n\nNot run yet" in page
     assert "| pof range dense within 0.5 of standard | pof-range 86.00 vs standard 87.50 ± 0.50 " \
