@@ -32,6 +32,8 @@ _EXPORTS = {
     "models": ["create_model", "list_models"],
     "saving": ["load", "save"],
     "structured": ["channel_groups", "prune_channels", "remove_channels"],
+    "workflows": ["evaluate_checkpoint", "export_checkpoint", "finetune_checkpoint",
+                  "prune_checkpoint", "sweep_checkpoints"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
@@ -43,7 +45,9 @@ __all__ = [
     "FoldedConvTranspose2d", "FoldedConvTranspose3d", "FoldedEmbedding", "FoldedLinear",
     "FoldedMultiheadAttention", "L1Penalty", "PofError", "PruneMask", "PrunePenalty",
     "Selection", "SparsityReport", "UnitSphere", "channel_groups", "compute_masks",
-    "create_model", "export_onnx", "fold", "from_sphere", "is_folded", "is_pruned",
+    "create_model", "evaluate_checkpoint", "export_checkpoint", "export_onnx",
+    "finetune_checkpoint", "prune_checkpoint", "sweep_checkpoints", "fold", "from_sphere",
+    "is_folded", "is_pruned",
     "is_sphere", "list_models", "load", "prune", "prune_channels", "recalibrate_bn",
     "remove", "remove_channels", "save", "select_layers", "select_weights", "sparsity_report",
     "to_sphere",

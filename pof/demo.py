@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from .core.bn_recal import recalibrate_bn
 from .data import load_dataset, make_loader
-from .fileio import write_text
-from .report import markdown_table, plot_sweep, plot_weight_histograms, write_json
+from .report import markdown_table
 from .sweep import bake_masks, sweep
 from .training import TrainConfig, evaluate, train
 from .training.checkpoint import model_from_checkpoint
 from .training.distributed import pick_device
+from .workflows.sweeps import write_sweep
 
 TARGET = 0.8
 RANGE = (0.3, 0.9)
@@ -152,10 +152,7 @@ def _run(out: Path, quick: bool, seed: int, device: str, dev: torch.device) -> l
     print(f"\n{LEGEND}\nwhich model to pick, by need:")
     for line in advice(rows, TARGET if TARGET in sparsities else sparsities[-1]):
         print(f"- {line}")
-    write_text(out / "sweep.md", table + "\n")
-    write_json(rows, out / "sweep.json")
-    plot_sweep(rows, out / "sweep.png", title="digits: accuracy after one-shot pruning")
-    plot_weight_histograms(models, out / "weights.png")
+    write_sweep(rows, models, out, title="digits: accuracy after one-shot pruning")
     print(f"\nwrote {out / 'sweep.png'}, {out / 'weights.png'}, {out / 'sweep.md'} "
           f"({time.time() - t0:.0f}s)")
     return rows

@@ -218,8 +218,8 @@ def test_at_scale_commands_all_parse(tmp_path, monkeypatch):
 def test_at_scale_mobilenet_at_reduced_width(tmp_path, monkeypatch):
     """`--mbv2-width 0.5`: every MobileNetV2 training (the pretrain with its recipe's
     values) builds the half-width model, in folders of its own, and the page says so."""
-    from pof.cli.commands import _train_config
     from pof.cli.parser import build_parser
+    from pof.workflows.training import train_config as _train_config
 
     at_scale = load_bench("at_scale")
     trains = []
@@ -253,8 +253,8 @@ def test_at_scale_mobilenet_at_reduced_width(tmp_path, monkeypatch):
 @pytest.mark.parametrize("arm", list(load_on_the_fly().ARMS))
 def test_on_the_fly_arm_is_a_valid_training(arm, tmp_path):
     """Every arm's `pof train` command parses and makes a valid, resolved TrainConfig."""
-    from pof.cli.commands import _train_config
     from pof.cli.parser import build_parser
+    from pof.workflows.training import train_config as _train_config
 
     otf = load_on_the_fly()
     ns = argparse.Namespace(model="resnet20", data=tmp_path, init=tmp_path / "i.safetensors",

@@ -99,7 +99,7 @@ def test_prune_with_bn_recal_then_eval_is_the_sweep_row(demo, tmp_path, capsys):
     (["runs/a/final.safetensors"], ["a"]),
 ])
 def test_sweep_labels_are_distinct_and_short(paths, labels):
-    from pof.cli.commands import sweep_labels
+    from pof.workflows.sweeps import sweep_labels
 
     assert sweep_labels(paths) == labels
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PofError
+from ..workflows.steps import RECAL_BATCH
 from . import commands
 
 
@@ -74,7 +75,7 @@ def _recovers(text: str) -> list[str]:
 
 
 def _number(name: str, **kw: Any) -> Callable[[str], Any]:
-    from ..training.config import Number
+    from ..training.kinds import Number
 
     kind = Number(**kw)
     return _arg(lambda text: kind.check(name, kind.parse(text)), name)
@@ -190,14 +191,21 @@ def _version() -> str:
     return __version__
 
 
+_BATCH = _number("batch_size", integer=True, lo=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pof`` parser with one sub-parser per command."""
     p = _Parser(prog="pof", description="Pruning On-the-Fly: train with a pruning-aware "
                 "penalty, then prune at any sparsity without retraining.")
     p.add_argument("--version", action="version", version=f"pof {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    batch = _number("batch_size", integer=True, lo=1)
+    for add in (_train, _eval, _prune, _export, _sweep, _finetune, _demo):
+        add(sub)
+    return p
 
+
+def _train(sub: Any) -> None:
     t = sub.add_parser("train", help="train (or continue training) a model",
                        usage="pof train [--config RECIPE] [--resume] [options below]")
     t.add_argument("--config", help="recipe YAML; flags override its values")
@@ -206,27 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
     t.set_defaults(func=commands.cmd_train)
 
-    def data_flags(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
-        q.add_argument("--batch-size", type=batch, default=256, help="evaluation batch size")
-        _device_flag(q)
 
+def _data_flags(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
+    q.add_argument("--batch-size", type=_BATCH, default=256, help="evaluation batch size")
+    _device_flag(q)
+
+
+def _eval(sub: Any) -> None:
     e = sub.add_parser("eval", help="top-1/top-5 accuracy and loss of a checkpoint")
     e.add_argument("checkpoint", help="a pof checkpoint (.safetensors)")
-    data_flags(e)
+    _data_flags(e)
     e.set_defaults(func=commands.cmd_eval)
 
-    def prune_flags(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--scope", choices=("layer", "global"), default="layer",
-                       help="each layer to the sparsity (default), or one global threshold")
-        q.add_argument("--exclude", type=_csv, default=None,
-                       help="comma-separated layer-name patterns to keep dense (default: the "
-                       "selection the checkpoint was trained with)")
-        q.add_argument("--bn-recal", type=_number("bn_recal", integer=True, lo=0), default=0,
-                       metavar="N", help="after pruning, re-estimate BatchNorm statistics on N "
-                       f"unaugmented training batches of {commands.RECAL_BATCH} images (no "
-                       "weight updates; default 0 = off)")
 
+def _prune_flags(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--scope", choices=("layer", "global"), default="layer",
+                   help="each layer to the sparsity (default), or one global threshold")
+    q.add_argument("--exclude", type=_csv, default=None,
+                   help="comma-separated layer-name patterns to keep dense (default: the "
+                   "selection the checkpoint was trained with)")
+    q.add_argument("--bn-recal", type=_number("bn_recal", integer=True, lo=0), default=0,
+                   metavar="N", help="after pruning, re-estimate BatchNorm statistics on N "
+                   f"unaugmented training batches of {RECAL_BATCH} images (no "
+                   "weight updates; default 0 = off)")
+
+
+def _prune(sub: Any) -> None:
     pr = sub.add_parser("prune", help="one-shot prune a checkpoint")
     pr.add_argument("checkpoint", help="a trained pof checkpoint (.safetensors)")
     how = pr.add_mutually_exclusive_group(required=True)
@@ -256,8 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "batches (no labels used) that estimate each removed channel's mean")
     pr.add_argument("--onnx", action="store_true",
                     help="also write OUT/model.onnx, checked against PyTorch with onnxruntime")
+    _latency_flags(pr)
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--no-eval", action="store_true",
+                    help="skip the top-1 before and after pruning (measured when data is here)")
+    _prune_flags(pr)
+    _data_flags(pr)
+    pr.set_defaults(func=commands.cmd_prune)
+
+
+def _latency_flags(pr: argparse.ArgumentParser) -> None:
     speed = pr.add_argument_group("latency (--speedup / --latency-ms)")
-    speed.add_argument("--latency-batch", type=batch, default=1, metavar="N",
+    speed.add_argument("--latency-batch", type=_BATCH, default=1, metavar="N",
                        help="batch size the latency is measured at (default 1)")
     speed.add_argument("--threads", type=_number("threads", integer=True, lo=1), default=1,
                        help="onnxruntime intra-op threads (default 1)")
@@ -266,13 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--candidates", type=_arg(_sparsities, "candidates"), default=None,
                        help="channel fractions to measure (default: the trained range every "
                        "1/16, else 0 to 0.875 every 1/16)")
-    pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--no-eval", action="store_true",
-                    help="skip the top-1 before and after pruning (measured when data is here)")
-    prune_flags(pr)
-    data_flags(pr)
-    pr.set_defaults(func=commands.cmd_prune)
 
+
+def _export(sub: Any) -> None:
     x = sub.add_parser("export", help="save a pruned checkpoint compactly (sparse on disk), "
                        "or any checkpoint as ONNX")
     x.add_argument("checkpoint", help="a checkpoint from `pof prune` (any, for --format onnx)")
@@ -281,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx: a plain graph, checked against PyTorch with onnxruntime (1e-4)")
     x.set_defaults(func=commands.cmd_export)
 
+
+def _sweep(sub: Any) -> None:
     s = sub.add_parser("sweep", help="accuracy vs sparsity table and plots for checkpoints")
     s.add_argument("checkpoints", nargs="+", help="pof checkpoints (.safetensors)")
     s.add_argument("--sparsities", type=_arg(_sparsities, "sparsities"),
@@ -288,10 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recover", type=_arg(_recovers, "recover"), default="zero,mean",
                    help="comma-separated: zero,mean")
     s.add_argument("--out", default="sweep", help="output folder")
-    data_flags(s)
-    prune_flags(s)
+    _data_flags(s)
+    _prune_flags(s)
     s.set_defaults(func=commands.cmd_sweep)
 
+
+def _finetune(sub: Any) -> None:
     f = sub.add_parser("finetune", help="fine-tune a pruned checkpoint with its masks fixed",
                        usage="pof finetune CHECKPOINT [--out OUT] [--resume] [options below]")
     f.add_argument("checkpoint", help="a pruned checkpoint from `pof prune`")
@@ -306,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         "epochs": "2.0", "lr": "0.01", "data": "the data the checkpoint records"})
     f.set_defaults(func=commands.cmd_finetune, epochs=2.0, lr=0.01)
 
+
+def _demo(sub: Any) -> None:
     d = sub.add_parser("demo", help="offline demo on scikit-learn digits: standard vs pof")
     d.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
     d.add_argument("--out", default="pof-demo", help="output folder")
@@ -313,4 +339,3 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random seed of every arm")
     _device_flag(d)
     d.set_defaults(func=commands.cmd_demo)
-    return p

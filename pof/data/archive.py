@@ -55,6 +55,36 @@ def decode_archive(archive: Path, cache: Path, name: str, ident: str, split: str
                     progress: bool) -> ArrayDataset | None:
     """Decode a small-image ImageFolder archive straight from the tar stream (no extraction),
     caching every split. Returns None when the archive is not one (it is then extracted)."""
+    read = _read_image_folder(archive, progress)
+    if read is None:
+        return None
+    prefix, found = read
+    s_req = resolve_split(split, list(found), archive)
+    plans = _split_plans(archive, prefix, found)
+    if plans is None:
+        return None
+    train_stats = None
+    results = {}
+    for s in sorted(plans, key=lambda k: k != "train"):  # train first: its stats are shared
+        classes, items, labels, mode, size = plans[s]
+        images = decode_all(items, mode, size, f"decoding {name}/{s}", progress)
+        y = np.asarray(labels, dtype=np.int64)
+        if s == "train":
+            train_stats = stats_from_uint8(images)
+        stats = train_stats if train_stats and len(train_stats[0]) == images.shape[1] else (
+            stats_from_uint8(images))
+        save_npz(npz_path(cache, name, s, digest(CACHE_VERSION, "folder", ident, s)),
+                  images, y, classes, *stats)
+        if s == s_req:
+            results[s] = make_array_dataset(images, y, classes, *stats, s, str(archive))
+        del images
+    write_archive_index(cache, name, ident, list(plans), fast=True)
+    return results[s_req]
+
+
+def _read_image_folder(archive: Path, progress: bool):
+    """``(prefix, split -> class -> [(file, bytes)])`` of a small-image ImageFolder archive,
+    read from the tar stream; None when it is not one."""
     prefix: tuple[str, ...] | None = None
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {}  # split -> class -> files
     checked_size = False
@@ -83,9 +113,8 @@ def decode_archive(archive: Path, cache: Path, name: str, ident: str, split: str
                 elif m.isfile() and len(rest) == 2 and is_image_name(rest[1]):
                     f = tar.extractfile(m)
                     data = f.read() if f is not None else b""
-                    member = f"{archive}:{m.name}"
                     if not checked_size:
-                        if not probe_images([(member, data)], [0])[2]:
+                        if not probe_images([(f"{archive}:{m.name}", data)], [0])[2]:
                             return None  # large images: stream from extracted files
                         checked_size = True
                     split_d.setdefault(rest[0], []).append((rest[1], data))
@@ -93,7 +122,12 @@ def decode_archive(archive: Path, cache: Path, name: str, ident: str, split: str
         raise DataError(f"cannot read archive {archive}: {_one_line(e)}") from None
     if not checked_size:
         return None  # no images in ImageFolder layout (e.g. CIFAR pickles): extract
-    s_req = resolve_split(split, list(found), archive)
+    return prefix, found
+
+
+def _split_plans(archive: Path, prefix, found: dict) -> dict | None:
+    """Per split: classes, (name, bytes) items, labels, image mode and size; None when the
+    images are not small (they are then streamed from extracted files)."""
     base = "/".join(prefix or ())
     plans = {}
     for s, cls_files in sorted(found.items()):
@@ -113,23 +147,7 @@ def decode_archive(archive: Path, cache: Path, name: str, ident: str, split: str
         if not small:
             return None
         plans[s] = (classes, items, labels, mode, size)
-    train_stats = None
-    results = {}
-    for s in sorted(plans, key=lambda k: k != "train"):  # train first: its stats are shared
-        classes, items, labels, mode, size = plans[s]
-        images = decode_all(items, mode, size, f"decoding {name}/{s}", progress)
-        y = np.asarray(labels, dtype=np.int64)
-        if s == "train":
-            train_stats = stats_from_uint8(images)
-        stats = train_stats if train_stats and len(train_stats[0]) == images.shape[1] else (
-            stats_from_uint8(images))
-        save_npz(npz_path(cache, name, s, digest(CACHE_VERSION, "folder", ident, s)),
-                  images, y, classes, *stats)
-        if s == s_req:
-            results[s] = make_array_dataset(images, y, classes, *stats, s, str(archive))
-        del images
-    write_archive_index(cache, name, ident, list(plans), fast=True)
-    return results[s_req]
+    return plans
 
 
 def archive_index_path(cache: Path, name: str, ident: str) -> Path:
