@@ -39,7 +39,7 @@ def test_core_code_never_imports_optional_or_outer_packages():
     """Not even lazily: Torch-Pruning and ONNX code lives in pof.structured / pof.export."""
     from pathlib import Path
 
-    core = Path(__file__).parent.parent / "pof" / "core"
+    core = Path(__file__).parents[2] / "pof" / "core"
     for f in core.glob("*.py"):
         text = f.read_text()
         for name in ("torch_pruning", "onnx", "onnxruntime", "..structured", "..export",
@@ -61,7 +61,7 @@ def test_ci_installs_what_the_integration_tests_need():
     from pathlib import Path
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
 

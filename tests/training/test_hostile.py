@@ -17,7 +17,7 @@ import pytest
 from pof.cli import main
 
 SPEC = importlib.util.spec_from_file_location(
-    "hostile_inputs", Path(__file__).parent.parent / "bench" / "hostile_inputs.py")
+    "hostile_inputs", Path(__file__).parents[2] / "bench" / "hostile_inputs.py")
 hostile = importlib.util.module_from_spec(SPEC)
 sys.modules[SPEC.name] = hostile
 SPEC.loader.exec_module(hostile)

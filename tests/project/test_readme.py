@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def test_readme_example_runs(capsys, tmp_path, monkeypatch):
@@ -17,6 +17,6 @@ def test_readme_example_runs(capsys, tmp_path, monkeypatch):
 
 
 def test_readme_test_command_matches_ci():
-    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    ci = (Path(__file__).parents[2] / ".ci" / "run").read_text()
     assert "python -m pytest tests" in README.read_text()
     assert "\npython -m pytest tests\n" in ci

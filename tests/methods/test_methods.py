@@ -14,7 +14,7 @@ from torch import nn
 
 import pof
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def _net() -> nn.Module:

@@ -7,7 +7,7 @@ import pytest
 from pof.models import list_models
 from pof.training.config import TrainConfig
 
-RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
 
 
 def test_there_are_recipes():

@@ -5,7 +5,7 @@ import hashlib
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
 ARCHIVE = RESULTS / "archive"
 LINK = re.compile(r"\]\(([^)\s]+)\)")

@@ -20,7 +20,7 @@ from pof.data import ArrayDataset, DataError, DataSpec, load_dataset, make_loade
 from pof.data import folder as folder_reader
 from pof.data import load as loading
 
-CIFAR_TGZ = Path(__file__).resolve().parents[2] / "shared/data/cifar10/cifar10-jpeg.tar.gz"
+CIFAR_TGZ = Path(__file__).resolve().parents[3] / "shared/data/cifar10/cifar10-jpeg.tar.gz"
 CLASSES = ["cat", "dog", "frog"]
 
 

@@ -192,7 +192,7 @@ def _bench():
     import sys
     from pathlib import Path
 
-    bench = Path(__file__).parent.parent / "bench"
+    bench = Path(__file__).parents[2] / "bench"
     if str(bench) not in sys.path:
         sys.path.insert(0, str(bench))  # as for a script run from there (import runner)
     spec = importlib.util.spec_from_file_location("bench_structured_range",
@@ -240,7 +240,7 @@ def test_bench_script_parses_its_flags():
     import sys
     from pathlib import Path
 
-    script = Path(__file__).parent.parent / "bench" / "structured_range.py"
+    script = Path(__file__).parents[2] / "bench" / "structured_range.py"
     out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "--budgets" in out and "--report-only" in out

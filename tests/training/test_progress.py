@@ -149,7 +149,7 @@ def test_version(capsys):
 
 def test_all_installs_tensorboard():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
     assert "tensorboard" in extras["tensorboard"][0]

@@ -15,7 +15,7 @@ import pof
 from pof.integrations.hf import PofTrainer
 from pof.integrations.lightning import PofCallback
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def _snippet(marker: str) -> str:

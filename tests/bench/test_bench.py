@@ -10,8 +10,10 @@ import pytest
 
 from pof.training.config import TrainConfig
 
+pytestmark = pytest.mark.bench
+
 SPEC = importlib.util.spec_from_file_location(
-    "bench_cifar10", Path(__file__).parent.parent / "bench" / "cifar10.py")
+    "bench_cifar10", Path(__file__).parents[2] / "bench" / "cifar10.py")
 bench = importlib.util.module_from_spec(SPEC)
 sys.modules[SPEC.name] = bench  # dataclasses look their module up
 SPEC.loader.exec_module(bench)
@@ -39,13 +41,13 @@ def test_speed_bench_scripts_start(script):
     """The issue-10 scripts import the ported modules and parse their flags."""
     import subprocess
 
-    bench_dir = Path(__file__).parent.parent / "bench"
+    bench_dir = Path(__file__).parents[2] / "bench"
     out = subprocess.run([sys.executable, str(bench_dir / script), "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--out" in out
 
 
-BENCH = Path(__file__).parent.parent / "bench"
+BENCH = Path(__file__).parents[2] / "bench"
 
 
 def load_bench(script: str):
