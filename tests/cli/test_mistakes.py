@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_exit_2
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -323,13 +324,7 @@ def test_mistake_is_one_line_exit_2_and_leaves_nothing(fx, tmp_path, monkeypatch
     watched = {out: _tree(out), fx["run"]: _tree(fx["run"])}
     stamp = (fx["run"] / "config.yaml").read_text()
     argv = [a.format(out=out, **fx) for a in argv]
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    err = one_line_exit_2(argv, capsys)
     assert needle in err, err
     for folder, before in watched.items():
         assert _tree(folder) == before, folder

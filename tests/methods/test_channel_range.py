@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import train_steps
 
 import pof
 from pof.core.channel_subnet import ChannelSubnetSampler
@@ -65,15 +65,9 @@ def test_channel_range_method_trains_both_widths():
     method = pof.ChannelRange(model, "0:0.5", example_inputs=X)
     assert method.penalty.levels == pytest.approx([0, 1 / 6, 1 / 3, 0.5])
     assert method.distill == 1.0 and isinstance(method.sampler, ChannelSubnetSampler)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     e0 = method.logs()["level_energy"]
-    for _ in range(3):
-        loss = method.loss(x, y, F.cross_entropy)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        method.after_step()
+    train_steps(model, method, x, y, 3)
     e1 = method.logs()["level_energy"]
     assert e1[0] == 0 and e1[-1] < e0[-1]  # the penalty empties the removed channels
     assert method.state_dict()["steps"] == 3

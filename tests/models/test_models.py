@@ -6,6 +6,7 @@ import functools
 
 import pytest
 import torch
+from helpers import train_steps
 from torch import nn
 
 from pof.models import create_model, default_input_size, list_models
@@ -206,7 +207,6 @@ def test_vit_tiny_shape_size_and_input_kwargs() -> None:
 
 
 def test_resnet20_gn_has_no_batchnorm_and_trains_a_range_without_re_estimation() -> None:
-    import torch.nn.functional as F
 
     import pof
 
@@ -215,14 +215,8 @@ def test_resnet20_gn_has_no_batchnorm_and_trains_a_range_without_re_estimation()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules()) == 21
     method = pof.OnTheFly(model, (0.3, 0.9), distill=1.0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    for _ in range(2):
-        loss = method.loss(x, y, F.cross_entropy)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        method.after_step()
+    loss = train_steps(model, method, x, y, 2)
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="norm must be"):
         create_model("resnet20", norm="layer")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_line_exit_2
 
 from pof.cli import main
 
@@ -37,17 +38,6 @@ def fx(tmp_path_factory):
 
 def _tree(*roots: Path) -> dict[str, str]:
     return hostile._tree(*roots)
-
-
-def _one_line_exit_2(argv: list[str], capsys) -> str:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def _crafted(fx, cid: str, base: str, edit) -> Path:
@@ -96,7 +86,7 @@ def test_crafted_metadata_is_one_line_and_allocates_nothing(fx, tmp_path, capsys
     name, argv = hostile._commands(str(ckpt), str(tmp_path / "o"), base)[0]
     argv = [a.replace("{ok}", str(fx["ok"])) for a in argv]
     before = _tree(tmp_path, ckpt)
-    err = _one_line_exit_2(argv, capsys)
+    err = one_line_exit_2(argv, capsys)
     assert str(ckpt) in err, err
     assert _tree(tmp_path, ckpt) == before
 
@@ -114,7 +104,7 @@ def test_every_command_refuses_the_issues_crafted_files(fx, tmp_path, capsys, ci
     argv = dict(hostile._commands(str(ckpt), str(tmp_path / "o"), base))[cmd]
     argv = [a.replace("{ok}", str(fx["ok"])) for a in argv]
     before = _tree(tmp_path, fx["dir"] / "in")
-    err = _one_line_exit_2(argv, capsys)
+    err = one_line_exit_2(argv, capsys)
     assert str(ckpt) in err, err
     assert _tree(tmp_path, fx["dir"] / "in") == before
 
@@ -143,7 +133,7 @@ def test_write_fault_is_one_line_and_leaves_nothing(fx, tmp_path, capsys, monkey
         monkeypatch.setattr(builtins, "open", builtins.open)  # restored after the test
         monkeypatch.setattr(ckpt, "save_file", ckpt.save_file)
         hostile.install_disk_fault(str(root), fault)
-    err = _one_line_exit_2(argv, capsys)
+    err = one_line_exit_2(argv, capsys)
     if fault:
         import os
 
@@ -170,7 +160,7 @@ def test_full_disk_mid_run_keeps_the_last_checkpoint(fx, tmp_path, capsys, monke
                               "(os error 28)")
 
     monkeypatch.setattr(ckpt, "save_file", full)
-    err = _one_line_exit_2([*hostile.TRAIN, "--out", str(run), "--resume"], capsys)
+    err = one_line_exit_2([*hostile.TRAIN, "--out", str(run), "--resume"], capsys)
     assert f"cannot write {run / 'last.safetensors'}: No space left on device" in err
     assert (run / "last.safetensors").read_bytes() == last
     assert not [p for p in run.iterdir() if ".tmp" in p.name]
