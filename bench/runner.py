@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -47,14 +46,8 @@ def host() -> str:
     """The machine in a few words: CPU model and cores, and the GPU when there is one."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-        cpu = model
-    except (OSError, StopIteration):
-        pass
+    from pof.machine import machine
+
     gpu = ""
     if torch.cuda.is_available():  # the name without opening a CUDA context here
         gpu = ", CUDA GPU"
@@ -63,7 +56,7 @@ def host() -> str:
                                info.read_text().splitlines() if ln.startswith("Model")),
                               "CUDA GPU")
             break
-    return f"{cpu}, {os.cpu_count()} cores{gpu}"
+    return machine() + gpu
 
 
 def portable(arg: str) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -26,20 +24,9 @@ from torch import Tensor, nn
 from ..core.parametrizations import pruned_layers
 from ..core.prune import unprune
 from ..errors import PofError
+from ..machine import machine
 from ..optional import require
 from .onnx import export_onnx, session
-
-
-def machine() -> str:
-    """This machine in a few words: the CPU model and its core count."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def runtime(threads: int) -> str:
