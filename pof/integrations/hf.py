@@ -6,9 +6,9 @@ also the pruned subnetworks' loss, on half of each batch, with in-place distilla
 asked (:class:`pof.OnTheFly`); any :mod:`pof.methods` object through ``pof_method``.
 ``pof_penalty`` and ``pruned_energy`` join the training logs; ``pof_prune="mean"`` or
 ``"zero"`` prunes the model when ``train()`` returns (a range at ``pof_prune_at``).
-Note: a pruned model carries pof parametrizations; for ``save_pretrained`` make it
-permanent with ``pof.remove(model)`` after ``pof_prune="zero"`` (mean recovery adds
-folded layers that plain ``transformers`` classes do not have).
+Saving: after ``pof.remove`` with mean recovery the folded layers hold means a plain
+``transformers`` class does not know, so ``save_pretrained`` refuses in one line; use
+``pof.save`` / ``pof.load(path, model=...)`` (exact), or prune with ``"zero"`` fill.
 """
 
 from __future__ import annotations
