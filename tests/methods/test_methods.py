@@ -265,3 +265,33 @@ def test_a_frozen_teacher_is_distilled_instead_of_the_dense_network(tmp_path):
     run.run()
     teacher = run.method.teacher
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in start.items())
+
+
+def test_lightning_callback_drives_gmp_given_as_a_method():
+    L = pytest.importorskip("lightning")
+    from pof.integrations.lightning import PofCallback
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _net()
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 3, 10, 10), torch.randint(0, 5, (64,)))
+    cb = PofCallback(method=lambda m: pof.GMP(m, 0.6, total_steps=4, end=0.5, every=1))
+    trainer = L.Trainer(max_steps=4, callbacks=[cb], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    module = Module()
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    assert cb.pof.method.steps == 4
+    assert _pruned_fraction(module) == pytest.approx(0.6, abs=0.01)
+    with pytest.raises(pof.PofError, match="no pof target"):
+        from pof.integrations.driver import Driver
+
+        Driver(pof.GMP(_net(), 0.5, 10), prune="mean")
