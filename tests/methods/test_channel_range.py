@@ -64,7 +64,7 @@ def test_channel_range_method_trains_both_widths():
     model = _model()
     method = pof.ChannelRange(model, "0:0.5", example_inputs=X)
     assert method.penalty.levels == pytest.approx([0, 1 / 6, 1 / 3, 0.5])
-    assert method.distill == 1.0 and isinstance(method.sampler, ChannelSubnetSampler)
+    assert method.distill == 0.0 and isinstance(method.sampler, ChannelSubnetSampler)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     e0 = method.logs()["level_energy"]
     train_steps(model, method, x, y, 3)
