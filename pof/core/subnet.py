@@ -6,7 +6,7 @@ straight through to all weights — the gradient at the pruned point applied to 
 weights, as CrAM does. BatchNorm running statistics keep tracking the dense network
 (re-estimate them at deploy time with :func:`pof.recalibrate_bn`).
 
-Two uses, both in :mod:`pof.training.loop`:
+Two uses, both in :class:`pof.OnTheFly` (:mod:`pof.methods.on_the_fly`):
 - ``subnet="split"`` (pof range): each batch is split in two halves, one through the dense
   network and one through the network pruned at a sampled sparsity — the same compute as a
   plain step;
@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -135,18 +134,6 @@ def bn_stats_frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for b, mo in zip(bns, momenta, strict=True):
             b.momentum = mo
-
-
-def distill_loss(logits: Tensor, targets: Tensor, teacher: Tensor | None, weight: float,
-                 label_smoothing: float = 0.0) -> Tensor:
-    """A subnetwork's loss: ``(1 - weight)`` x cross-entropy to the labels + ``weight`` x
-    KL divergence from the dense network's (detached) softmax ``teacher`` to its own."""
-    ce = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
-    if teacher is None or weight == 0:
-        return ce
-    kl = F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(teacher.detach().float(), 1),
-                  reduction="batchmean", log_target=True)
-    return (1 - weight) * ce + weight * kl
 
 
 def _straight_through_target(t: Target, sparsity: float, recover: str) -> Tensor:
