@@ -27,6 +27,7 @@ from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from ..data import ArrayDataset, load_dataset, make_loader
+from ..data.provenance import data_difference, spec_summary
 from ..errors import ConfigError, DataError
 from .build import build_model
 from .checkpoint import (
@@ -336,19 +337,14 @@ def _check_same_data(path: Path, old: str, new: str, spec, steps_per_epoch: int)
     """The note for a run resumed with its data at another path, if the data is the same
     (classes, image size, normalisation statistics, batches per epoch); else an error."""
     meta = read_meta(path)
-    rec = meta.get("data") or {}
-    now = {"classes": list(spec.classes), "image_size": list(spec.image_size),
-           "mean": list(spec.mean), "std": list(spec.std)}
+    rec, now = meta.get("data") or {}, spec_summary(spec)
     if meta.get("epoch"):
         rec = {**rec, "batches per epoch": round(meta["step"] / meta["epoch"])}
         now["batches per epoch"] = steps_per_epoch
-    for k, v in now.items():
-        was = rec.get(k)
-        same = was is None or (torch.allclose(torch.tensor(was), torch.tensor(v), atol=1e-4)
-                               if k in ("mean", "std") else was == v)
-        if not same:
-            raise ConfigError(f"cannot resume {path}: data was {old!r}, now {new!r}, and its "
-                              f"{k} differ ({was} vs {v}) (use another --out for a new run)")
+    diff = data_difference(rec, now)
+    if diff:
+        raise ConfigError(f"cannot resume {path}: data was {old!r}, now {new!r}, and its "
+                          f"{diff} (use another --out for a new run)")
     return f"pof: the data moved from {old} to {new} (same classes, statistics and size)"
 
 
