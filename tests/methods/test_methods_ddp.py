@@ -66,6 +66,7 @@ def _ddp_steps(rank: int, world: int, port: int, kind: str, dump: str) -> None:
         opt.step()
         method.after_step()
     torch.save({k: v.detach() for k, v in model.named_parameters()}, f"{dump}/rank{rank}.pt")
+    dist.barrier()  # no rank tears gloo down while the other still uses it
     dist.destroy_process_group()
 
 
