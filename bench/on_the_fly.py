@@ -144,8 +144,18 @@ def arm_options(arm: str) -> dict[str, str]:
 def sweep_command(ckpt: Path, out: Path, sweep: str, args: argparse.Namespace,
                   *extra: str) -> list[str]:
     """The ``pof sweep`` command of one of SWEEPS on ``ckpt``."""
+    again = SWEEPS[sweep] if has_batchnorm(args.model) else []
     return pof("sweep", str(ckpt), "--out", str(out), "--sparsities",
-               ",".join(map(str, SPARSITIES)), *SWEEPS[sweep], *extra, *device_flags(args))
+               ",".join(map(str, SPARSITIES)), *again, *extra, *device_flags(args))
+
+
+def has_batchnorm(model: str) -> bool:
+    """Whether ``model`` has BatchNorm statistics to re-estimate (a GroupNorm model has none:
+    its sweep-bn is the plain sweep, as deployed)."""
+    from pof.core.bn_recal import batchnorms
+    from pof.models import create_model
+
+    return bool(batchnorms(create_model(model, num_classes=10)))
 
 
 def archived(arm: str, seed: int, args: argparse.Namespace) -> Path:
@@ -257,6 +267,13 @@ DEPLOY_FILL = {"cram": "zero"}
 DEPLOYED = ("mean fill (" + ", ".join(f"{f} for {a}" for a, f in DEPLOY_FILL.items())
             + f", which trains with it) + BatchNorm re-estimation from {BN_RECAL} × 128 "
             "unaugmented training images (forward passes only: no labels, no gradient steps)")
+
+
+def deployed(args: argparse.Namespace) -> str:
+    """How every arm is deployed, in words (a model without BatchNorm: mean fill alone)."""
+    if has_batchnorm(args.model):
+        return DEPLOYED
+    return DEPLOYED.split(" + BatchNorm")[0] + " (the model has no BatchNorm to re-estimate)"
 
 
 def seed_cells(rows: list[dict], arm: str, s: float, fill: str | None = None,
@@ -427,7 +444,7 @@ def report(args: argparse.Namespace) -> None:
              f"{name}/commands.jsonl.")
     text = "\n".join([f"# On the fly ({args.model}): one training, every sparsity "
                       "(generated tables)", "",
-                      stamp, "", f"As deployed: {DEPLOYED}, for every arm (test top-1 %, "
+                      stamp, "", f"As deployed: {deployed(args)}, for every arm (test top-1 %, "
                       "mean ± half-range over seeds):",
                       "", *lines, "", f"Targets ({targets_note(rows)}):", "", *goals, "",
                       "Budget (per-model epochs; serving four sparsities takes one range "
