@@ -45,7 +45,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from runner import DATA, PRETRAINED, ROOT, append_new, host, pof, portable, ran, train_once
+from runner import DATA, PRETRAINED, ROOT, append_new, host, inject, pof, portable, ran, train_once
 
 BN_RECAL = 20
 WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
@@ -456,6 +456,38 @@ def targets(model: str, b: float, data: dict, lat: dict | None) -> list[str]:
     return out
 
 
+def readme_table(args: argparse.Namespace) -> list[str]:
+    """The README's width -> accuracy -> latency rows: ResNet-20 at its first budget."""
+    data = collect(args.docs)
+    budgets = sorted({k[2] for k in data if k[0] == "resnet20" and k[1] == "range"})
+    if not budgets:
+        return ["(not run yet)"]
+    b = budgets[0]
+    lat_path = args.docs / "structured" / "latency-resnet20.json"
+    lat = json.loads(lat_path.read_text()) if lat_path.is_file() else {}
+    rng, one = data.get(("resnet20", "range", b), []), data.get(("resnet20", "oneshot", None), [])
+    seeds = len(cell(rng, 0.0))
+    out = [f"ResNet-20 from the converged model, {b:g} epochs, {seeds} seed(s), no fine-tuning "
+           "(Torch-Pruning: fine-tuned for the same epochs); onnxruntime latency at batch 64 on "
+           f"{lat.get('machine', 'this machine')}:", "",
+           "| channels removed | params | range model | best model for this width | "
+           "one-shot + BN | ms (b64) | speed-up |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for k in sorted({r["sparsity"] for r in rng}):
+        best = [(statistics.mean(v), name) for name, v in (
+            (f"pof {100 * k:g}%", cell(data.get(("resnet20", "pof", b), []), k)),
+            ("TP + FT", cell(data.get(("resnet20", "tp", b), []), k)),
+            ("TP group-norm + FT", cell(data.get(("resnet20", "tpgn", b), []), k))) if v]
+        top = f"{max(best)[0]:.2f} ({max(best)[1]})" if best else "–"
+        ms = [r for r in lat.get("rows", []) if r["batch"] == 64
+              and abs(r["sparsity"] - k) < 1e-9]
+        params = (cell(rng, k, "params") or ["–"])[0]
+        one_k = f"{statistics.mean(cell(one, k)):.2f}" if cell(one, k) else "–"
+        m64, sp = (f"{ms[0]['ms']:.1f}", f"{ms[0]['speedup']:.2f}x") if ms else ("–", "–")
+        out.append(f"| {100 * k:g}% | {params:,} | {statistics.mean(cell(rng, k)):.2f} | {top} "
+                   f"| {one_k} | {m64} | {sp} |")
+    return out
+
+
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -516,6 +548,8 @@ def main(argv: list[str] | None = None) -> None:
     page = args.docs / "structured.md"
     write_text(page, report(args))
     print(f"wrote {page}")
+    if args.docs.resolve() == (ROOT / "docs" / "results").resolve():
+        inject(ROOT / "README.md", "structured", "\n".join(readme_table(args)))
 
 
 if __name__ == "__main__":
