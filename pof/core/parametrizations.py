@@ -8,6 +8,8 @@ this module; it imports nothing of theirs.
 
 from __future__ import annotations
 
+import copy
+
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -129,3 +131,19 @@ def remove_parametrization(m: nn.Module, attr: str, leave_parametrized: bool) ->
                                         leave_parametrized=leave_parametrized)
     for k in [attr, *[k for k in m._parameters if k != attr]]:
         m._parameters[k] = m._parameters.pop(k)
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parametrized weights are baked into plain ones.
+
+    A ``copy.deepcopy`` of a parametrized module keeps the original's weight properties,
+    and under ``parametrize.cached()`` (every pof training step) those look the weight up
+    by the *original* module's id: the copy would compute with the original's current
+    weights. A frozen teacher must be this copy instead.
+    """
+    new = copy.deepcopy(model)
+    for m in new.modules():
+        if parametrize.is_parametrized(m):
+            for attr in list(m.parametrizations):
+                remove_parametrization(m, attr, leave_parametrized=True)
+    return new

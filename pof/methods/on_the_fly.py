@@ -17,9 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ..core.channel_subnet import ChannelSubnetSampler
 from ..core.masks import check_range
+from ..core.parametrizations import plain_copy
 from ..core.selection import Patterns
 from ..core.subnet import SubnetSampler, bn_stats_frozen
 from ..errors import PofError
@@ -58,7 +60,7 @@ class OnTheFly(OneTarget):
         recover: the pruned passes' fill, "mean" (pof's deploy step) or "zero".
         teacher: a frozen model whose outputs the pruned passes distil instead of the dense
             network's own (e.g. the converged model training starts from); it runs in eval
-            mode without gradients.
+            mode without gradients (a parametrized one as a plain copy, see ``plain_copy``).
         seed: the sparsity draws are a function of ``(seed, step)``: every DDP rank draws
             the same.
         warmup_steps, include, exclude, sphere and other keyword arguments: as
@@ -95,8 +97,10 @@ class OnTheFly(OneTarget):
                         ChannelSubnetSampler(model, plan, rng, recover, seed, how=sample))
         self.distill, self.subnets, self.every, self.split = float(distill), subnets, every, split
         self.teacher = teacher
-        if teacher is not None:
-            teacher.eval().requires_grad_(False)
+        if teacher is not None:  # a parametrized teacher would read the student's weights
+            if any(parametrize.is_parametrized(m) for m in teacher.modules()):
+                self.teacher = plain_copy(teacher)  # (see plain_copy)
+            self.teacher.eval().requires_grad_(False)
 
     def step_loss(self, run: Run, batch: Any, model: nn.Module | None = None,
                   reg_scale: float = 1.0) -> tuple[Any, Tensor]:

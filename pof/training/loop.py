@@ -12,7 +12,6 @@ uninterrupted run; with no checkpoint there yet it starts fresh and says so.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -26,6 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
+from ..core.parametrizations import plain_copy
 from ..data import ArrayDataset, load_dataset, make_loader
 from ..data.provenance import data_difference, spec_summary
 from ..errors import ConfigError, DataError
@@ -95,7 +95,7 @@ class Trainer:
         self.total = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
         # the frozen teacher of subnet_teacher init: the model as it starts (the --init
         # weights), taken before a resumed run loads its own
-        teacher = copy.deepcopy(self.model) if cfg.subnet_teacher == "init" else None
+        teacher = plain_copy(self.model) if cfg.subnet_teacher == "init" else None
         self.method = method_for(cfg, self.model, self.total, self.steps_per_epoch,
                                  self._channel_plan, teacher).to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,

@@ -261,10 +261,18 @@ def test_a_frozen_teacher_is_distilled_instead_of_the_dense_network(tmp_path):
     init = first.run() / "last.safetensors"
     run = Trainer(TrainConfig(**base, out=str(tmp_path / "b"), init=str(init), max_steps=3,
                               subnet_teacher="init", subnet_distill=1.0))
-    start = {k: v.clone() for k, v in run.model.state_dict().items()}
+    x = torch.randn(4, *run.test_ds.spec.image_size)
+    with torch.no_grad():
+        start = run.model.eval()(x)
     run.run()
     teacher = run.method.teacher
-    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in start.items())
+    # the starting model's function, also under parametrize.cached() (every training step),
+    # where a plain deepcopy of the sphere model would read the trained weights
+    with torch.no_grad(), torch.nn.utils.parametrize.cached():
+        moved = run.model.eval()(x)
+        taught = teacher(x)
+    assert not torch.allclose(moved, start, atol=1e-4)
+    torch.testing.assert_close(taught, start)
 
 
 def test_lightning_callback_drives_gmp_given_as_a_method():
