@@ -224,7 +224,10 @@ HEADLINE = (("standard, one-shot + BN re-estimation", "standard", 0.0),
             ("CrAM-style, one model for 30–90% (2× step cost; zero fill)", "cram", 0.0),
             ("pof, one model, distilled in place (weight 1)", "pof-range-kd", 0.0),
             ("pof, one model, distilled half (weight 0.5)", "pof-range-kd05", 0.0),
+            ("pof, one model, distilled from the starting model", "pof-range-kdinit", 0.0),
             ("pof, one model, 4× budget (16 epochs)", "pof-range-4x", 0.0),
+            ("pof, one model, distilled from the starting model, 4× budget",
+             "pof-range-kdinit-4x", 0.0),
             ("GMP to 70%, 4× budget", "gmp70-4x", 0.7),
             ("GMP to 90%, 4× budget", "gmp90-4x", 0.9))
 

@@ -89,6 +89,7 @@ ARMS["pof-range-kd-4x"] = {**KD, "epochs": "16"}
 ARMS["pof-range-kd05"] = {**KD, "subnet-distill": "0.5"}  # half labels, half dense outputs
 # distillation from the frozen converged model every arm starts from (--init)
 ARMS["pof-range-kdinit"] = {**KD, "subnet-teacher": "init"}
+ARMS["pof-range-kdinit-4x"] = {**ARMS["pof-range-kdinit"], "epochs": "16"}
 ARMS["pof-range-2x"] = {**ARMS["pof-range"], "epochs": "8"}  # without distillation
 ARMS["pof-range-4x"] = {**ARMS["pof-range"], "epochs": "16"}
 # the dedicated models at the longer budgets (their 1x arms above)
@@ -101,11 +102,12 @@ ORDER = ("pof-range", "standard", "gmp70", "cram", "pof70", "gmp90", "pof90", "g
          "pof50", "pof-range-nopen", "pof-range-every2", "pof90-ramp", "pof-range-w2",
          "pof-range-w10", "gmp80", "pof-range-kd", "pof-range-kd-4x", "gmp90-4x", "gmp70-4x",
          "pof-range-kd-2x", "gmp50-4x", "gmp80-4x", "pof90-4x", "pof-range-kd05", "pof-range-4x",
-         "pof-range-2x", "pof-range-kdinit")
+         "pof-range-2x", "pof-range-kdinit", "pof-range-kdinit-4x")
 # the tables' order: the baselines by target, the range model, its comparator, the variants
 SHOWN = ("standard", "gmp50", "pof50", "gmp70", "pof70", "gmp80", "gmp90", "pof90", "pof-range",
          "cram", "pof-range-kd", "pof-range-kd05", "pof-range-kdinit", "pof-range-2x",
-         "pof-range-4x", "pof-range-kd-2x", "pof-range-kd-4x", "gmp50-4x", "gmp70-4x",
+         "pof-range-4x", "pof-range-kdinit-4x", "pof-range-kd-2x", "pof-range-kd-4x",
+         "gmp50-4x", "gmp70-4x",
          "gmp80-4x", "gmp90-4x", "pof90-4x",
          "pof-range-every2", "pof-range-nopen", "pof-range-w2", "pof-range-w10", "pof90-ramp")
 SWEEPS = {"sweep": [], "sweep-bn": ["--bn-recal", str(BN_RECAL)]}
@@ -334,7 +336,8 @@ def mean_at(rows: list[dict], arm: str, s: float) -> float | None:
 
 # (range model, the suffix of the dedicated arms at its budget): the target rows
 RANGE_TARGETS = (("pof-range", ""), ("pof-range-kd", ""), ("pof-range-kd05", ""),
-                 ("pof-range-kdinit", ""), ("pof-range-4x", "-4x"), ("pof-range-kd-4x", "-4x"))
+                 ("pof-range-kdinit", ""), ("pof-range-4x", "-4x"), ("pof-range-kd-4x", "-4x"),
+                 ("pof-range-kdinit-4x", "-4x"))
 BUDGETS = (("1x", ""), ("2x", "-2x"), ("4x", "-4x"))
 
 
