@@ -88,8 +88,10 @@ def mask_channels(
     recover: str = "zero",
     batches: Iterable | None = None,
     num_batches: int = 10,
+    round_to: int = 1,
 ) -> nn.Module:
-    """Mask the ``round(ratio * C)`` lowest-scoring channels of every group of ``plan``.
+    """Mask the ``round(ratio * C)`` lowest-scoring channels of every group of ``plan``
+    (the kept ones rounded to a multiple of ``round_to``, see :meth:`ChannelPlan.select`).
 
     ``scores`` (one tensor per group) default to the pof importance
     (:meth:`ChannelPlan.scores`). ``recover="mean"`` adds each removed channel's mean
@@ -98,6 +100,7 @@ def mask_channels(
     """
     ratio = check_sparsity(ratio)
     check_choice("recover", recover, RECOVER)
+    round_to = check_round_to(round_to)
     if recover == "mean" and batches is None:
         raise PofError("channel pruning with recover='mean' needs batches= (a few unlabeled "
                        "input batches to estimate each removed channel's mean)")
@@ -105,7 +108,7 @@ def mask_channels(
     mods = dict(model.named_modules())
     with torch.no_grad():
         weights = {n: mods[n].weight.detach().clone() for n in plan.consumers}
-    plan.select(ratio, plan.scores(weights) if scores is None else scores)
+    plan.select(ratio, plan.scores(weights) if scores is None else scores, round_to)
     masks = plan.masks(weights)
     for name, mask in masks.items():
         register(mods[name], "weight", PruneMask(mask), unsafe=True)
@@ -172,3 +175,11 @@ def fold_channel_recovery(model: nn.Module) -> None:
                 m.bias.add_(d)
             else:
                 m.bias = nn.Parameter(d.clone())
+
+
+def check_round_to(round_to: object) -> int:
+    """``round_to`` as a whole number >= 1, or a :class:`PofError`."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise PofError(f"round_to must be a whole number >= 1, got {round_to!r}")
+    return round_to
+

@@ -15,6 +15,7 @@ scores and its column masks need torch only, so the penalty can use them.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -72,13 +73,15 @@ class ChannelPlan:
             out.append(s)
         return out
 
-    def select(self, ratio: float, scores: list[Tensor]) -> None:
-        """Mark the ``round(ratio * channels)`` lowest-scoring channels of each group.
+    def select(self, ratio: float, scores: list[Tensor], round_to: int = 1) -> None:
+        """Mark the ``round(ratio * channels)`` lowest-scoring channels of each group;
+        ``round_to`` > 1 rounds each group's kept channels to a multiple of it (at least
+        one multiple, at most all of them), which runtimes that block channels run faster.
 
         Raises :class:`PofError` naming the layer of a group that would lose every channel.
         """
         for g, s in zip(self.groups, scores, strict=True):
-            k = round(ratio * g.channels)
+            k = g.channels - kept_channels(g.channels, ratio, round_to)
             if k >= g.channels:
                 raise PofError(f"ratio {ratio:g} would remove all {g.channels} channels of "
                                f"layer {g.root!r} (and its group); lower it or exclude it")
@@ -98,3 +101,15 @@ class ChannelPlan:
         """Select at ``ratio`` with the pof importance and return the keep-masks."""
         self.select(ratio, self.scores(weights))
         return self.masks(weights)
+
+
+def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
+    """How many of ``channels`` a group keeps at ``ratio`` removed: ``channels -
+    round(ratio * channels)``, rounded to the nearest multiple of ``round_to`` (a tie keeps
+    more; not below
+    ``round_to``, not above ``channels``) when ``round_to`` > 1."""
+    kept = channels - round(ratio * channels)
+    if round_to > 1 and kept > 0:
+        kept = min(channels, max(round_to, round_to * math.floor(kept / round_to + 0.5)))
+    return kept
+

@@ -62,7 +62,7 @@ def interleaved_medians(runners: dict[Hashable, Callable[[], Any]], repeats: int
 
 
 def _at_width(model: nn.Module, sparsity: float, example: Tensor, importance: str,
-              exclude: Any) -> nn.Module:
+              exclude: Any, round_to: int = 1) -> nn.Module:
     """A CPU copy of ``model`` with ``sparsity`` of every channel group removed."""
     from ..structured import prune_channels, remove_channels
 
@@ -70,14 +70,16 @@ def _at_width(model: nn.Module, sparsity: float, example: Tensor, importance: st
     if pruned_layers(m):  # a pruned checkpoint's masks: latency does not depend on values
         unprune(m)
     if sparsity > 0:
-        prune_channels(m, sparsity, example, importance=importance, exclude=exclude)
+        prune_channels(m, sparsity, example, importance=importance, exclude=exclude,
+                       round_to=round_to)
         remove_channels(m)
     return m
 
 
 def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[float],
                     batch: int = 1, threads: int = 1, repeats: int = 10,
-                    importance: str = "pof", exclude: Any = None) -> list[dict[str, Any]]:
+                    importance: str = "pof", exclude: Any = None, round_to: int = 1
+                    ) -> list[dict[str, Any]]:
     """Export ``model`` with each fraction of ``sparsities`` of its channels removed (the
     dense model, 0, always included) and time each in onnxruntime at ``batch`` on
     ``threads`` threads, interleaved (:func:`interleaved_medians`). ``model`` is left as
@@ -94,7 +96,7 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
     with tempfile.TemporaryDirectory() as tmp:
         for s in ss:
             try:
-                m = _at_width(model, s, example, importance, exclude)
+                m = _at_width(model, s, example, importance, exclude, round_to)
             except PofError:  # a group would lose every channel: not a width of this model
                 if s == 0:
                     raise
@@ -142,13 +144,14 @@ def choose_width(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[
                  speedup: float | None = None, latency_ms: float | None = None,
                  batch: int = 1, threads: int = 1, repeats: int = 10,
                  importance: str = "pof", exclude: Any = None,
-                 say: Callable[[str], None] = print) -> tuple[float, dict[str, Any]]:
+                 say: Callable[[str], None] = print, round_to: int = 1
+                 ) -> tuple[float, dict[str, Any]]:
     """Measure ``model`` at each width of ``sparsities`` (:func:`width_latencies`), print the
     table with ``say`` and return the widest meeting the request (:func:`pick_width`) with a
     record of the measurement (request, chosen row, runtime, batch, machine, table).
     Raises :class:`PofError` when no width meets it."""
     rows = width_latencies(model, example_inputs, sparsities, batch, threads, repeats,
-                           importance, exclude)
+                           importance, exclude, round_to)
     chosen = pick_width(rows, speedup, latency_ms)
     where = f"{runtime(threads)}, batch {batch}, {machine()}"
     say(f"measured latency ({where}; median of {repeats} interleaved rounds):")

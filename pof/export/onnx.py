@@ -164,6 +164,8 @@ def deploy_metadata(meta: dict[str, Any], model: nn.Module | None = None) -> dic
     out = {"pof.input": "float32 [N, C, H, W], x = (pixel / 255 - mean) / std per channel",
            "pof.structure": str(structure), "pof.sparsity": f"{s:g}",
            "pof.width": f"{1 - s if structure == 'channel' else 1.0:g}"}
+    if isinstance(pruned.get("channels_removed"), int | float):  # --round-to: what was kept
+        out["pof.width"] = f"{1 - pruned['channels_removed']:g}"
     if isinstance(pruned.get("pattern"), str):
         out["pof.pattern"] = pruned["pattern"]
     for key in ("mean", "std", "image_size", "classes"):

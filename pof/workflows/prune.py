@@ -35,6 +35,7 @@ class PruneOptions:
     permanent: bool = False
     structure: str = "weight"
     importance: str = "pof"
+    round_to: int = 1
     mean_batches: int = 10
     onnx: bool = False
     latency_batch: int = 1
@@ -62,6 +63,9 @@ class PruneOptions:
         check_choice("structure", self.structure, ("weight", "channel"))
         check_choice("scope", self.scope, ("layer", "global"))
         check_choice("importance", self.importance, ("pof", "magnitude"))
+        from ..core.channel_masks import check_round_to
+
+        check_round_to(self.round_to)
         if isinstance(self.bn_recal, bool) or not isinstance(self.bn_recal, int) or (
                 self.bn_recal < 0):
             raise PofError(f"bn_recal must be a whole number >= 0, got {self.bn_recal!r}")
@@ -128,7 +132,11 @@ def prune_model(model: Any, meta: dict, opts: Any, data: str | None) -> None:
     channels = opts.structure == "channel"
     if channels:
         n0 = sum(p.numel() for p in model.parameters())
-        prune_channels_of(model, meta, opts, data)
+        meta["channels_removed"] = prune_channels_of(model, meta, opts, data)
+        if opts.round_to > 1:
+            print(f"pof prune: --round-to {opts.round_to}: "
+                  f"{100 * meta['channels_removed']:.1f}% of the channels removed "
+                  f"({100 * opts.sparsity:g}% asked)")
         say_channel_recovery(model, meta, opts, n0)
     else:
         prune(model, opts.sparsity, scope=opts.scope, pattern=opts.pattern,
@@ -153,12 +161,15 @@ def write_pruned(model: Any, meta: dict, opts: Any, data: str | None, latency: d
     from ..training.checkpoint import save_checkpoint
     from ..training.run_dir import outputs
 
+    removed = meta.get("channels_removed")
     meta = {k: v for k, v in meta.items() if k in ("arch", "data", "config")}
     meta["data"] = data_meta(meta, data)
     meta["pruned"] = {"sparsity": opts.sparsity, "scope": opts.scope, "pattern": opts.pattern,
                       "recover": opts.recover, "source": str(opts.checkpoint),
                       "structure": opts.structure, "importance": opts.importance,
                       "bn_recal_batches": opts.bn_recal}
+    if opts.structure == "channel":  # what was removed (round_to moves it off the ratio)
+        meta["pruned"].update(round_to=opts.round_to, channels_removed=removed)
     if latency is not None:
         meta["latency"] = latency
     names = ("pruned.safetensors", "sparsity.txt") + (("model.onnx",) if opts.onnx else ())
@@ -190,8 +201,11 @@ def bake_pruned(model, args: argparse.Namespace) -> None:
           f"zero); its masks are made permanent and it is pruned to {more}{keep}")
 
 
-def prune_channels_of(model, meta: dict, args: argparse.Namespace, data: str | None) -> None:
-    """``pof prune --structure channel``: mask channels (means from training batches)."""
+def prune_channels_of(model, meta: dict, args: argparse.Namespace, data: str | None
+                      ) -> float:
+    """``pof prune --structure channel``: mask channels (means from training batches);
+    returns the fraction of the groups' channels removed."""
+    from ..core.channel_masks import PLAN_ATTR
     from ..data import load_dataset, make_loader
     from ..structured import prune_channels
 
@@ -200,7 +214,9 @@ def prune_channels_of(model, meta: dict, args: argparse.Namespace, data: str | N
         ds = load_dataset(data, "train", progress=True)
         batches = make_loader(ds, args.batch_size, train=True, augment=False, seed=0)
     prune_channels(model, args.sparsity, example_input(meta), args.recover, batches,
-                   args.mean_batches, args.importance, args.exclude)
+                   args.mean_batches, args.importance, args.exclude, args.round_to)
+    groups = getattr(model, PLAN_ATTR).groups
+    return round(sum(len(g.pruned) for g in groups) / sum(g.channels for g in groups), 6)
 
 
 def say_channel_recovery(model, meta: dict, args: argparse.Namespace, n0: int) -> None:
@@ -242,6 +258,8 @@ def check_channel_flags(args: argparse.Namespace) -> None:
                        "channel (removing single weights does not make a model faster)")
     elif args.importance != "pof":
         raise PofError("--importance applies to --structure channel only")
+    elif args.round_to != 1:
+        raise PofError("--round-to applies to --structure channel only")
 
 
 def width_by_speed(model, meta: dict, args: argparse.Namespace) -> dict | None:
@@ -257,5 +275,6 @@ def width_by_speed(model, meta: dict, args: argparse.Namespace) -> dict | None:
     widths = args.candidates or (candidate_widths(*lo_hi) if trained else candidate_widths())
     args.sparsity, record = choose_width(
         model, example_input(meta), widths, args.speedup, args.latency_ms,
-        args.latency_batch, args.threads, args.repeats, args.importance, args.exclude)
+        args.latency_batch, args.threads, args.repeats, args.importance, args.exclude,
+        round_to=args.round_to)
     return record

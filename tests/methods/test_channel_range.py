@@ -150,6 +150,33 @@ def test_tiny_channel_range_deployed_at_two_widths_by_speedup(tmp_path, capsys, 
     assert not (tmp_path / "none").exists()
     assert main(["prune", str(ckpt), "--speedup", "2", "--out", str(tmp_path / "w")]) == 2
     assert "add --structure channel" in capsys.readouterr().err
+    # --round-to 8: every group keeps a multiple of 8 (64 - round(0.3 * 64) = 45 -> 48)
+    out = tmp_path / "r8"
+    assert main(["prune", str(ckpt), "--structure", "channel", "--sparsity", "0.3",
+                 "--round-to", "8", "--no-eval", "--recover", "zero", "--onnx",
+                 "--out", str(out)]) == 0
+    model, _ = model_from_checkpoint(out / "pruned.safetensors")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs[:-1])
+    assert model.features[1][0].out_channels == 48
+    pruned = read_meta(out / "pruned.safetensors")["pruned"]
+    assert pruned["round_to"] == 8 and 0 < pruned["channels_removed"] < 0.3
+    assert float(read_metadata(out / "model.onnx")["pof.width"]) == pytest.approx(
+        1 - pruned["channels_removed"], abs=1e-6)
+    assert main(["prune", str(ckpt), "--sparsity", "0.3", "--round-to", "8",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "--round-to applies to --structure channel only" in capsys.readouterr().err
+
+
+def test_kept_channels_round_to_a_multiple():
+    from pof.core.channels import kept_channels
+
+    assert [kept_channels(64, r) for r in (0, 0.3, 0.5)] == [64, 45, 32]
+    assert [kept_channels(64, r, 8) for r in (0, 0.3, 0.5, 0.95)] == [64, 48, 32, 8]
+    assert [kept_channels(16, r, 8) for r in (0.125, 0.25, 0.3)] == [16, 16, 8]
+    assert kept_channels(48, 0.25, 8) == 40 and kept_channels(16, 0.25, 8) == 16  # ties: up
+    assert kept_channels(6, 0.5, 8) == 6  # a group below the multiple keeps what it has
+    assert kept_channels(16, 1.0, 8) == 0  # the caller refuses an emptied group
 
 
 def test_measured_latency_and_onnx_metadata(tmp_path, capsys):
