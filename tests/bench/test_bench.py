@@ -382,3 +382,27 @@ def test_mobilenet_page_with_only_conventional_runs_archived(tmp_path):
     assert "B = ? training epochs (GMP, pof) and F = 4 fine-tuning epochs" in page
     assert "| conventional | 84.00 (seeds: 84.00) | 4.00 | – |" in page
     assert "Target" not in page
+
+
+def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path):
+    """bench/channel_rounding.py: every width exported exact and rounded to 8, timed in
+    one run; the table's rounded column keeps multiples of 8 channels."""
+    from pof.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "small_cnn", "--data", "digits", "--penalty", "pof",
+                 "--structure", "channel", "--sparsity", "0:0.5", "--max-steps", "1",
+                 "--batch-size", "32", "--workers", "0", "--no-progress",
+                 "--out", str(run)]) == 0
+    bench = load_bench("channel_rounding")
+    out = tmp_path / "r.json"
+    bench.main([str(run / "last.safetensors"), "--widths", "0,0.3", "--repeats", "1",
+                "--no-accuracy", "--out", str(out)])
+    rec = json.loads(out.read_text())
+    assert {(r["sparsity"], r["round_to"], r["batch"]) for r in rec["rows"]} == {
+        (k, n, b) for k in (0.0, 0.3) for n in (1, 8) for b in (1, 64)}
+    rounded = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == 8)
+    exact = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == 1)
+    assert all(c % 8 == 0 for c in rounded["channels"][:-1])
+    assert rounded["channels"] != exact["channels"]
+    assert len(bench.table(rec)) == 4

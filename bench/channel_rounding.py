@@ -1,0 +1,133 @@
+"""Channel widths rounded to a multiple of N (``pof prune --round-to N``): latency and accuracy.
+
+A channel-range checkpoint is exported at each fraction of WIDTHS twice, with the kept
+channels of every group exactly ``C - round(k * C)`` (round_to 1) and rounded to a multiple
+of N, and all the exports are timed in one interleaved onnxruntime run (batch 1 and 64, one
+thread), so the two are compared side by side. With ``--data``, each rounded width is also
+deployed with ``pof prune --round-to N --recover mean --bn-recal 20`` for its top-1.
+
+    python bench/channel_rounding.py runs/structured_range/resnet20-range-b4-s0/final.safetensors
+    python bench/channel_rounding.py CKPT --round-to 8 --no-accuracy --out /tmp/r.json  # smoke
+
+Writes docs/results/structured/rounding-<arch>.json (or ``--out``) and prints its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runner import DATA, ROOT, pof, portable
+
+WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
+
+
+def latencies(ckpt: Path, widths: list[float], round_to: int, batches: tuple[int, ...],
+              repeats: int) -> list[dict]:
+    """Median ms of every (width, round_to in {1, N}) export, per batch, interleaved."""
+    import torch
+
+    from pof.export.latency import _at_width, interleaved_medians
+    from pof.export.onnx import export_onnx, session
+    from pof.training.checkpoint import model_from_checkpoint, read_meta
+    from pof.workflows.steps import example_input
+
+    model, _ = model_from_checkpoint(ckpt)
+    example = example_input(read_meta(ckpt))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for k in widths:
+            for r in sorted({1, round_to}):
+                m = _at_width(model, k, example, "pof", None, r)
+                files[(k, r)] = (Path(tmp) / f"w{k:g}-r{r}.onnx",
+                                 sum(p.numel() for p in m.parameters()),
+                                 [c.out_channels for c in m.modules()
+                                  if isinstance(c, torch.nn.Conv2d)])
+                export_onnx(m, files[(k, r)][0], example, check=False)
+        sessions = {key: session(f, 1) for key, (f, _, _) in files.items()}
+        for batch in batches:
+            feed = {"input": torch.randn(batch, *example.shape[1:]).numpy()}
+            runners = {key: (lambda s=s, feed=feed: s.run(None, feed))
+                       for key, s in sessions.items()}
+            med = interleaved_medians(runners, repeats)
+            dense = med[(0.0, 1)]
+            rows += [{"sparsity": k, "round_to": r, "batch": batch, "ms": 1000 * med[(k, r)],
+                      "speedup": dense / med[(k, r)], "params": files[(k, r)][1],
+                      "channels": files[(k, r)][2]} for (k, r) in files]
+    return rows
+
+
+def accuracy(ckpt: Path, k: float, round_to: int, data: str) -> float:
+    """Top-1 % of ``ckpt`` deployed at ``k`` with ``--round-to``, mean fill, BN re-estimated."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = pof("prune", str(ckpt), "--structure", "channel", "--sparsity", f"{k:g}",
+                  "--round-to", str(round_to), "--recover", "mean", "--bn-recal", "20",
+                  "--data", data, "--out", tmp)
+        print("$ " + " ".join(cmd), flush=True)
+        out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    return float(re.search(r"after ([\d.]+)%", out)[1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--widths", default=",".join(f"{w:g}" for w in WIDTHS))
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument("--note", default="", help="the machine's load, for the record")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    from pof.export.latency import machine, runtime
+    from pof.training.checkpoint import read_meta
+
+    widths = [float(w) for w in args.widths.split(",")]
+    t = time.time()
+    rows = latencies(args.checkpoint, widths, args.round_to, (1, 64), args.repeats)
+    if not args.no_accuracy:
+        for k in widths:
+            top1 = accuracy(args.checkpoint, k, args.round_to, args.data)
+            for r in rows:
+                if r["sparsity"] == k and r["round_to"] == args.round_to:
+                    r["top1"] = top1
+    arch = read_meta(args.checkpoint)["arch"]["name"]
+    out = args.out or ROOT / "docs" / "results" / "structured" / f"rounding-{arch}.json"
+    record = {"command": "python bench/channel_rounding.py " + " ".join(
+                  portable(a) for a in (sys.argv[1:] if argv is None else argv)),
+              "checkpoint": portable(str(args.checkpoint)), "round_to": args.round_to,
+              "runtime": runtime(1), "machine": machine(), "repeats": args.repeats,
+              "note": args.note, "date": time.strftime("%Y-%m-%d"),
+              "wall_s": round(time.time() - t, 1), "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print("\n".join(table(record)))
+    print(f"wrote {out}")
+
+
+def table(record: dict) -> list[str]:
+    """Markdown: per width, ms and speed-up at batch 64 exact vs rounded (top-1 if any)."""
+    n = record["round_to"]
+    lines = [f"| channels removed (asked) | exact: ms b64 | speed-up | rounded to {n}: ms b64 | "
+             "speed-up | conv channels removed | top-1 |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [r for r in record["rows"] if r["batch"] == 64]
+    full = {r["sparsity"]: sum(r["channels"]) for r in rows if r["round_to"] == 1}
+    for k in sorted({r["sparsity"] for r in rows}):
+        ex = next(r for r in rows if r["sparsity"] == k and r["round_to"] == 1)
+        ro = next(r for r in rows if r["sparsity"] == k and r["round_to"] == n)
+        gone = 1 - sum(ro["channels"]) / full[0.0]
+        top1 = f"{ro['top1']:.2f}" if "top1" in ro else "–"
+        lines.append(f"| {100 * k:g}% | {ex['ms']:.2f} | {ex['speedup']:.2f}x | {ro['ms']:.2f} "
+                     f"| {ro['speedup']:.2f}x | {100 * gone:.1f}% | {top1} |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
