@@ -26,6 +26,7 @@ script at any time and start it again.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -146,14 +147,23 @@ def arm_options(arm: str) -> dict[str, str]:
 def sweep_command(ckpt: Path, out: Path, sweep: str, args: argparse.Namespace,
                   *extra: str) -> list[str]:
     """The ``pof sweep`` command of one of SWEEPS on ``ckpt``."""
-    again = SWEEPS[sweep] if has_batchnorm(args.model) else []
     return pof("sweep", str(ckpt), "--out", str(out), "--sparsities",
-               ",".join(map(str, SPARSITIES)), *again, *extra, *device_flags(args))
+               ",".join(map(str, SPARSITIES)), *SWEEPS[sweep], *extra, *device_flags(args))
 
 
+def sweeps_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sweeps a run gets: a model without BatchNorm has no sweep-bn (its plain sweep is
+    the model as deployed)."""
+    return tuple(SWEEPS) if has_batchnorm(args.model) else ("sweep",)
+
+
+def kept_files(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(f for f in KEEP if f.split("/")[0] in (*sweeps_of(args), f))
+
+
+@functools.cache
 def has_batchnorm(model: str) -> bool:
-    """Whether ``model`` has BatchNorm statistics to re-estimate (a GroupNorm model has none:
-    its sweep-bn is the plain sweep, as deployed)."""
+    """Whether ``model`` has BatchNorm statistics to re-estimate (GroupNorm has none)."""
     from pof.core.bn_recal import batchnorms
     from pof.models import create_model
 
@@ -169,14 +179,14 @@ def train_arm(arm: str, seed: int, args: argparse.Namespace, log: Path) -> Path:
     """Train, sweep and archive one run; a run archived by an earlier session is skipped."""
     out = args.out / f"{arm}-s{seed}"
     keep = archived(arm, seed, args)
-    if all((keep / f).is_file() for f in KEEP):
+    if all((keep / f).is_file() for f in kept_files(args)):
         print(f"# done already: {keep}")
         return keep
     train_once(train_command(arm, seed, args), out, log)
-    for name in SWEEPS:
+    for name in sweeps_of(args):
         if not (out / name / "sweep.json").is_file():
             run(sweep_command(out / "final.safetensors", out / name, name, args), log)
-    for f in KEEP:
+    for f in kept_files(args):
         (keep / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / f, keep / f)
     archive_commands(log, keep.parent / "commands.jsonl", f"{arm}-s{seed}")
@@ -256,6 +266,8 @@ def rows_of(args: argparse.Namespace) -> list[dict]:
             continue  # not a run folder (e.g. one set aside by hand)
         for name in ("sweep", "sweep-bn"):
             p = d / name / "sweep.json"
+            if not p.is_file() and not has_batchnorm(args.model):
+                p = d / "sweep" / "sweep.json"  # no BatchNorm: as deployed is the plain sweep
             if p.is_file():  # (wall times: commands.jsonl; metrics' time_s restarts on resume)
                 rows += [{**r, "arm": arm, "seed": int(seed), "bn": name == "sweep-bn"}
                          for r in json.loads(p.read_text())]
@@ -433,7 +445,7 @@ def report(args: argparse.Namespace) -> None:
     for a in arms:
         for seed in sorted({r["seed"] for r in rows if r["arm"] == a}):
             for rec in ("zero", "mean"):
-                for bn in (False, True):
+                for bn in (False, True) if has_batchnorm(args.model) else (False,):
                     sel = [r for r in rows if r["arm"] == a and r["seed"] == seed and
                            r["bn"] == bn and r["recover"] in (rec, "dense")]
                     vals = {round(r["sparsity"], 3): r["top1"] for r in sel}
