@@ -42,6 +42,7 @@ import shlex
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,8 +62,10 @@ def run_out(cmd: list[str], log: Path) -> str:
 
     print("$ " + shlex.join(cmd), flush=True)
     t = time.time()
-    r = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     print(r.stdout, end="", flush=True)
+    print(r.stderr, end="", file=sys.stderr, flush=True)
+    r.check_returncode()
     with open(log, "a") as f:
         f.write(json.dumps({"cmd": shlex.join(cmd), "wall_s": round(time.time() - t, 1),
                             "host": host(), "torch": torch.__version__}) + "\n")
@@ -189,8 +192,6 @@ def run_tp(model: str, init: str, budget: float, seed: int, k: float, args, log)
 def run_tpgn(model: str, init: str, budget: float, seed: int, k: float, args, log):
     """Torch-Pruning's group-norm pruner: half the budget regularised, pruned at ``k``,
     the other half fine-tuned."""
-    import sys
-
     name = run_name(model, f"tpgn{k:g}", budget, seed)
     if done(name, args):
         return
@@ -285,9 +286,10 @@ def speedup_check(model: str, args, log) -> None:
               "--onnx", "--out", str(out), *device(args))
     try:
         text = run_out(cmd, log)
-    except subprocess.CalledProcessError as e:  # no width met it: the page says so
+    except subprocess.CalledProcessError as e:  # no width met it: the page says pof's words
+        said = (e.stderr or "").strip().splitlines() or [str(e)]
         path.write_text(json.dumps({"met": False, "command": portable_cmd(cmd),
-                                    "error": str(e)}) + "\n")
+                                    "error": said[-1]}) + "\n")
         return
     lat = read_meta(out / "pruned.safetensors")["latency"]
     path.write_text(json.dumps({"met": lat["ms"] <= lat["dense_ms"] / 2,
