@@ -158,7 +158,8 @@ def sweeps_of(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def kept_files(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(f for f in KEEP if f.split("/")[0] in (*sweeps_of(args), f))
+    """The files a finished run keeps: KEEP, less the sweeps it does not get."""
+    return tuple(f for f in KEEP if "/" not in f or f.split("/")[0] in sweeps_of(args))
 
 
 @functools.cache

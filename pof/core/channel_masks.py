@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import PofError
 from .channels import ChannelPlan
-from .masks import check_choice, check_sparsity
+from .masks import check_choice, check_sparsity, check_whole
 from .model_info import following_norms, model_device
 from .parametrizations import RECOVER, PruneMask, refuse_pruned, register
 
@@ -100,7 +100,7 @@ def mask_channels(
     """
     ratio = check_sparsity(ratio)
     check_choice("recover", recover, RECOVER)
-    round_to = check_round_to(round_to)
+    round_to = check_whole("round_to", round_to, 1)
     if recover == "mean" and batches is None:
         raise PofError("channel pruning with recover='mean' needs batches= (a few unlabeled "
                        "input batches to estimate each removed channel's mean)")
@@ -175,11 +175,3 @@ def fold_channel_recovery(model: nn.Module) -> None:
                 m.bias.add_(d)
             else:
                 m.bias = nn.Parameter(d.clone())
-
-
-def check_round_to(round_to: object) -> int:
-    """``round_to`` as a whole number >= 1, or a :class:`PofError`."""
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise PofError(f"round_to must be a whole number >= 1, got {round_to!r}")
-    return round_to
-

@@ -105,11 +105,9 @@ class ChannelPlan:
 
 def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
     """How many of ``channels`` a group keeps at ``ratio`` removed: ``channels -
-    round(ratio * channels)``, rounded to the nearest multiple of ``round_to`` (a tie keeps
-    more; not below
-    ``round_to``, not above ``channels``) when ``round_to`` > 1."""
+    round(ratio * channels)``, rounded to the nearest multiple of ``round_to`` when it is > 1
+    (a tie keeps more; not below ``round_to``, not above ``channels``)."""
     kept = channels - round(ratio * channels)
     if round_to > 1 and kept > 0:
         kept = min(channels, max(round_to, round_to * math.floor(kept / round_to + 0.5)))
     return kept
-

@@ -36,6 +36,14 @@ def check_choice(name: str, value: object, options: tuple[str, ...]) -> str:
     return value  # type: ignore[return-value]
 
 
+def check_whole(name: str, value: object, lo: int) -> int:
+    """``value`` if it is a whole number (not a bool) >= ``lo``, else a PofError naming
+    ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise PofError(f"{name} must be a whole number >= {lo}, got {value!r}")
+    return value
+
+
 def check_range(sparsity: float | str | tuple | list) -> float | tuple[float, float]:
     """A target sparsity or a range of them: ``0.7``, ``"0.3:0.9"`` or ``(0.3, 0.9)``.
 

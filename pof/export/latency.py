@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.masks import check_whole
 from ..core.parametrizations import pruned_layers
 from ..core.prune import unprune
 from ..errors import PofError
@@ -87,8 +88,7 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
     (median per forward) and ``speedup`` (dense ms / ms); a fraction that would empty a
     channel group has no row."""
     require("onnxruntime", "measuring latency")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise PofError(f"batch must be a whole number >= 1, got {batch!r}")
+    check_whole("batch", batch, 1)
     ss = sorted({0.0, *map(float, sparsities)})
     example = example_inputs.detach().cpu()
     x = {"input": torch.randn(batch, *example.shape[1:]).numpy()}

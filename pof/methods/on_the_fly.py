@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..core.channel_subnet import ChannelSubnetSampler
-from ..core.masks import check_range
+from ..core.masks import check_range, check_whole
 from ..core.parametrizations import plain_copy
 from ..core.selection import Patterns
 from ..core.subnet import SubnetSampler, bn_stats_frozen
@@ -80,9 +80,8 @@ class OnTheFly(OneTarget):
                  warmup_steps: float = 0, sphere: bool = True, include: Patterns = None,
                  exclude: Patterns = None, teacher: nn.Module | None = None,
                  **penalty_kwargs: Any) -> None:
-        for name, v, lo in (("subnets", subnets, 1), ("every", every, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise PofError(f"{name} must be a whole number >= {lo}, got {v!r}")
+        check_whole("subnets", subnets, 1)
+        check_whole("every", every, 1)
         if isinstance(distill, bool) or not isinstance(distill, int | float) or not (
                 0 <= distill <= 1):
             raise PofError(f"distill must be a number in [0, 1], got {distill!r}")

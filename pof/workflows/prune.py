@@ -51,7 +51,7 @@ class PruneOptions:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from ..core.masks import check_choice, check_sparsity
+        from ..core.masks import check_choice, check_sparsity, check_whole
 
         how = [k for k in ("sparsity", "pattern", "speedup", "latency_ms")
                if getattr(self, k) is not None]
@@ -63,12 +63,8 @@ class PruneOptions:
         check_choice("structure", self.structure, ("weight", "channel"))
         check_choice("scope", self.scope, ("layer", "global"))
         check_choice("importance", self.importance, ("pof", "magnitude"))
-        from ..core.channel_masks import check_round_to
-
-        check_round_to(self.round_to)
-        if isinstance(self.bn_recal, bool) or not isinstance(self.bn_recal, int) or (
-                self.bn_recal < 0):
-            raise PofError(f"bn_recal must be a whole number >= 0, got {self.bn_recal!r}")
+        check_whole("round_to", self.round_to, 1)
+        check_whole("bn_recal", self.bn_recal, 0)
 
 
 def prune_checkpoint(checkpoint: str | Path, out: str | Path, sparsity: float | None = None,
