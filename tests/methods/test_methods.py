@@ -205,9 +205,9 @@ def test_lightning_callback_checks_its_arguments_when_built(kw, match):
         PofCallback(**kw)
 
 
-def test_lightning_callback_trains_a_distilled_range():
-    L = pytest.importorskip("lightning")
-    from pof.integrations.lightning import PofCallback
+def _fit_lightning(L, callback):
+    """Four Lightning steps of a LightningModule around ``_net()`` (its task loss logged)
+    with ``callback``, on random data; returns the module."""
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -226,13 +226,21 @@ def test_lightning_callback_trains_a_distilled_range():
             return torch.optim.SGD(self.parameters(), lr=0.05)
 
     torch.manual_seed(0)
-    xs = torch.randn(64, 3, 10, 10)
-    data = torch.utils.data.TensorDataset(xs, torch.randint(0, 5, (64,)))
-    cb = PofCallback("0.3:0.9", distill=1.0, prune="mean", prune_at=0.8)
-    trainer = L.Trainer(max_steps=4, callbacks=[cb], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 3, 10, 10), torch.randint(0, 5, (64,)))
+    trainer = L.Trainer(max_steps=4, callbacks=[callback], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
     module = Module()
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    return module
+
+
+def test_lightning_callback_trains_a_distilled_range():
+    L = pytest.importorskip("lightning")
+    from pof.integrations.lightning import PofCallback
+
+    cb = PofCallback("0.3:0.9", distill=1.0, prune="mean", prune_at=0.8)
+    module = _fit_lightning(L, cb)
     assert cb.pof.method.steps == 4 and isinstance(cb.pof.method, pof.OnTheFly)
     assert _pruned_fraction(module) == pytest.approx(0.8, abs=0.01)
     assert "training_step" not in vars(module) and "log" not in vars(module)
@@ -279,24 +287,8 @@ def test_lightning_callback_drives_gmp_given_as_a_method():
     L = pytest.importorskip("lightning")
     from pof.integrations.lightning import PofCallback
 
-    class Module(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = _net()
-
-        def training_step(self, batch, batch_idx):
-            return F.cross_entropy(self.net(batch[0]), batch[1])
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05)
-
-    torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(64, 3, 10, 10), torch.randint(0, 5, (64,)))
     cb = PofCallback(method=lambda m: pof.GMP(m, 0.6, total_steps=4, end=0.5, every=1))
-    trainer = L.Trainer(max_steps=4, callbacks=[cb], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    module = Module()
-    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    module = _fit_lightning(L, cb)
     assert cb.pof.method.steps == 4
     assert _pruned_fraction(module) == pytest.approx(0.6, abs=0.01)
     with pytest.raises(pof.PofError, match="no pof target"):
