@@ -51,7 +51,7 @@ from runner import DATA, PRETRAINED, ROOT, append_new, host, inject, pof, portab
 BN_RECAL = 20
 WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
 MOBILE_WIDTHS = (0.25, 0.5)
-ARM_KINDS = ("range", "pof", "tp", "tpgn", "oneshot")
+ARM_KINDS = ("range", "rangeinit", "pof", "tp", "tpgn", "oneshot")
 KEEP = ("config.yaml", "metrics.jsonl")
 
 
@@ -143,15 +143,20 @@ def done(name: str, args: argparse.Namespace) -> bool:
     return False
 
 
-def run_range(model: str, init: str | None, budget: float, seed: int, widths, args, log):
-    name = run_name(model, "range", budget, seed)
+def run_range(model: str, init: str | None, budget: float, seed: int, widths, args, log,
+              teacher: str = "self"):
+    """The channel-range model; ``teacher`` init distils the frozen starting model
+    (arm ``rangeinit``) instead of the full width of the model in training."""
+    name = run_name(model, "range" if teacher == "self" else f"range{teacher}", budget, seed)
     if done(name, args):
         return
     out = args.out / name
     lo_hi = f"0:{max(widths):g}"
+    extra = [] if teacher == "self" else ["--subnet-teacher", teacher]
     ckpt = train_once(pof("train", *common(args, init, budget, seed), "--penalty", "pof",
                           "--structure", "channel", "--sparsity", lo_hi,
-                          "--subnet-distill", "1", "--penalty-warmup", "0.5"), out, log)
+                          "--subnet-distill", "1", *extra, "--penalty-warmup", "0.5"), out,
+                      log)
     rows = [deploy(ckpt, out / f"deploy-{k:g}", k, args, log) for k in widths]
     archive(name, out, rows, args, log)
 
@@ -314,9 +319,8 @@ def collect(docs: Path) -> dict[tuple, list[dict]]:
     """Archived rows by (model, arm, budget) -> [row, ...] over seeds."""
     out: dict[tuple, list[dict]] = {}
     for d in sorted((docs / "structured").glob("*")):
-        m = re.fullmatch(r"(.+?)-(range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+|oneshot)(?:-b([\d.]+))?"
-                         r"(?:-s(\d+))?",
-                         d.name)
+        m = re.fullmatch(r"(.+?)-(rangeinit|range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+|oneshot)"
+                         r"(?:-b([\d.]+))?(?:-s(\d+))?", d.name)
         if not m or not (d / "deploy.json").is_file():
             continue
         model, arm, b = m[1], m[2], float(m[3]) if m[3] else None
@@ -338,7 +342,7 @@ def wall_times(docs: Path) -> dict[str, float]:
         return per
     for line in log.read_text().splitlines():
         rec = json.loads(line)
-        m = re.search(r"/([\w.]+?-(?:range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+)-b[\d.]+-s\d+)"
+        m = re.search(r"/([\w.]+?-(?:rangeinit|range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+)-b[\d.]+-s\d+)"
                       r"(?=[/\s]|$)",
                       rec["cmd"])
         if m and re.search(r" -m pof (train|finetune)|tp_group_norm\.py", rec["cmd"]):
@@ -357,10 +361,12 @@ def report(args: argparse.Namespace) -> str:
              "the range over seeds (count in brackets); no fine-tuning except Torch-Pruning's.",
              "", "Arms: **range** one `pof train --structure channel --sparsity 0:0.5 "
              "--subnet-distill 1` model deployed at each width (`pof prune --structure channel "
-             f"--sparsity k --recover mean --bn-recal {BN_RECAL}`); **pof k** a model trained for "
-             "that width; **TP + FT** Torch-Pruning group-magnitude pruning then `pof finetune` "
-             "for the same epochs; **TP group-norm + FT** Torch-Pruning's `GroupNormPruner`: "
-             "half the epochs of its regularisation, pruned, half fine-tuned "
+             f"--sparsity k --recover mean --bn-recal {BN_RECAL}`); **range, frozen teacher** the "
+             "same with `--subnet-teacher init` (the narrow widths distil the frozen starting "
+             "model instead of the full width in training), where run; **pof k** a model "
+             "trained for that width; **TP + FT** Torch-Pruning group-magnitude pruning then "
+             "`pof finetune` for the same epochs; **TP group-norm + FT** Torch-Pruning's "
+             "`GroupNormPruner`: half the epochs of its regularisation, pruned, half fine-tuned "
              "(`bench/tp_group_norm.py`); **one-shot + BN** the pretrained model pruned by "
              f"magnitude with mean recovery and BatchNorm re-estimation ({BN_RECAL} batches), "
              "no training.",
@@ -374,12 +380,15 @@ def report(args: argparse.Namespace) -> str:
         one = data.get((model, "oneshot", None), [])
         for b in budgets:
             rng = data.get((model, "range", b), [])
+            rinit = data.get((model, "rangeinit", b), [])
             widths = sorted({r["sparsity"] for r in rng} | {r["sparsity"] for r in one})
             lines += [f"## {model}, {b:g} epochs", "",
-                      "| channels removed | params | range model | pof for this width | "
-                      "TP + FT | TP group-norm + FT | one-shot + BN | ms b1 | ms b64 | "
-                      "speed-up b64 |",
-                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "| channels removed | params | range model | "
+                      + ("range, frozen teacher | " if rinit else "")
+                      + "pof for this width | TP + FT | TP group-norm + FT | one-shot + BN | "
+                      "ms b1 | ms b64 | speed-up b64 |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                      + ("---:|" if rinit else "")]
             for k in widths:
                 params = (cell(rng, k, "params") or cell(one, k, "params") or ["–"])[0]
                 ms = {bt: [r for r in (lat or {}).get("rows", [])
@@ -388,15 +397,16 @@ def report(args: argparse.Namespace) -> str:
                 m1 = f"{ms[1][0]['ms']:.2f}" if ms[1] else "–"
                 m64 = f"{ms[64][0]['ms']:.2f}" if ms[64] else "–"
                 sp = f"{ms[64][0]['speedup']:.2f}x" if ms[64] else "–"
+                ri = f"{mean_pm(cell(rinit, k))} | " if rinit else ""
                 lines.append(
-                    f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | "
+                    f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | {ri}"
                     f"{mean_pm(cell(data.get((model, 'pof', b), []), k))} | "
                     f"{mean_pm(cell(data.get((model, 'tp', b), []), k))} | "
                     f"{mean_pm(cell(data.get((model, 'tpgn', b), []), k))} | "
                     f"{mean_pm(cell(one, k))} | {m1} | {m64} | {sp} |"
                     if isinstance(params, int) else
-                    f"| {100 * k:g}% | – | {mean_pm(cell(rng, k))} | – | – | – | – | {m1} | "
-                    f"{m64} | {sp} |")
+                    f"| {100 * k:g}% | – | {mean_pm(cell(rng, k))} | {ri}– | – | – | – | {m1} "
+                    f"| {m64} | {sp} |")
             lines += ["", *targets(model, b, data, lat), ""]
             costs = {lab: s for lab, s in walls.items() if lab.startswith(f"{model}-")
                      and f"-b{b:g}-" in lab}
@@ -411,6 +421,16 @@ def report(args: argparse.Namespace) -> str:
             lines += [f"Latency ({model}): {lat['runtime']}, {lat['machine']}, median of "
                       f"{lat['repeats']} interleaved rounds, exported range-model widths "
                       f"({lat['source']}); {lat['date']}. {lat.get('note') or ''}", ""]
+        rd_path = args.docs / "structured" / f"rounding-{model}.json"
+        if rd_path.is_file():
+            from channel_rounding import table
+
+            rd = json.loads(rd_path.read_text())
+            lines += [f"### Widths rounded to a multiple of {rd['round_to']} (`pof prune "
+                      f"--round-to {rd['round_to']}`)", "",
+                      f"`{rd['command']}`: {rd['runtime']}, {rd['machine']}, median of "
+                      f"{rd['repeats']} interleaved rounds, exact and rounded exports timed side "
+                      f"by side; {rd['date']}. {rd.get('note') or ''}", "", *table(rd), ""]
         sp_path = args.docs / "structured" / f"speedup-{model}.json"
         if sp_path.is_file():
             sp = json.loads(sp_path.read_text())
@@ -432,19 +452,20 @@ def targets(model: str, b: float, data: dict, lat: dict | None) -> list[str]:
     """The issue's targets, each against the measured number."""
     out = []
     rng = data.get((model, "range", b), [])
-    for k in (0.25, 0.5):
-        best = [(statistics.mean(v), name) for name, v in (
-            ("pof", cell(data.get((model, "pof", b), []), k)),
-            ("TP + FT", cell(data.get((model, "tp", b), []), k)),
-            ("TP group-norm + FT", cell(data.get((model, "tpgn", b), []), k))) if v]
-        mine = cell(rng, k)
-        if best and mine:
-            top, who = max(best)
-            gap = top - statistics.mean(mine)
-            where = f"{gap:.2f} behind" if gap > 0 else f"{-gap:.2f} ahead"
-            out.append(f"- {100 * k:g}% of channels: range model {statistics.mean(mine):.2f} vs "
-                       f"best dedicated ({who}) {top:.2f}: {where} (target: at most 1.0 "
-                       f"behind: {'met' if gap <= 1.0 else 'missed'}).")
+    for kind, label in (("range", "range model"), ("rangeinit", "range, frozen teacher")):
+        for k in (0.25, 0.5):
+            best = [(statistics.mean(v), name) for name, v in (
+                ("pof", cell(data.get((model, "pof", b), []), k)),
+                ("TP + FT", cell(data.get((model, "tp", b), []), k)),
+                ("TP group-norm + FT", cell(data.get((model, "tpgn", b), []), k))) if v]
+            mine = cell(data.get((model, kind, b), []), k)
+            if best and mine:
+                top, who = max(best)
+                gap = top - statistics.mean(mine)
+                where = f"{gap:.2f} behind" if gap > 0 else f"{-gap:.2f} ahead"
+                out.append(f"- {100 * k:g}% of channels: {label} {statistics.mean(mine):.2f} "
+                           f"({len(mine)} seed(s)) vs best dedicated ({who}) {top:.2f}: {where} "
+                           f"(target: at most 1.0 behind: {'met' if gap <= 1.0 else 'missed'}).")
     tp = cell(data.get((model, "tp", b), []), 0.5)
     if tp and cell(rng, 0.5):
         d = statistics.mean(cell(rng, 0.5)) - statistics.mean(tp)
@@ -536,6 +557,8 @@ def main(argv: list[str] | None = None) -> None:
                 for seed in seeds:
                     if "range" in arms:
                         run_range(model, start, b, seed, ws, args, log)
+                    if "rangeinit" in arms and start:
+                        run_range(model, start, b, seed, ws, args, log, teacher="init")
                     for k in (w for w in ws if w > 0):
                         if "pof" in arms and model == plan[0][0]:
                             run_dedicated(model, start, b, seed, k, args, log)

@@ -406,3 +406,39 @@ def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path):
     assert all(c % 8 == 0 for c in rounded["channels"][:-1])
     assert rounded["channels"] != exact["channels"]
     assert len(bench.table(rec)) == 4
+
+
+def test_structured_report_states_each_range_variant_against_the_best_dedicated(tmp_path):
+    """bench/structured_range.py --report-only: the frozen-teacher range arm gets its own
+    column and target line, gaps are against the best dedicated arm, and an archived
+    rounding record becomes a section of the page."""
+    bench = load_bench("structured_range")
+    root = tmp_path / "structured"
+
+    def put(name: str, rows: list[dict]) -> None:
+        (root / name).mkdir(parents=True)
+        (root / name / "deploy.json").write_text(json.dumps(rows))
+
+    put("resnet20-range-b4-s0", [{"sparsity": k, "top1": t, "params": p} for k, t, p in
+                                 ((0.0, 85.0, 100), (0.25, 83.0, 60), (0.5, 81.0, 30))])
+    put("resnet20-rangeinit-b4-s0", [{"sparsity": k, "top1": t, "params": p} for k, t, p in
+                                     ((0.0, 85.5, 100), (0.25, 84.5, 60), (0.5, 81.5, 30))])
+    put("resnet20-pof0.25-b4-s0", [{"sparsity": 0.25, "top1": 85.0, "params": 60}])
+    put("resnet20-tp0.5-b4-s0", [{"sparsity": 0.5, "top1": 82.0, "params": 30}])
+    rows = [{"sparsity": k, "round_to": n, "batch": 64, "ms": ms, "speedup": 10 / ms,
+             "params": 1, "channels": ch} for k, n, ms, ch in
+            ((0.0, 1, 10.0, [16, 10]), (0.0, 8, 10.0, [16, 10]),
+             (0.5, 1, 6.0, [8, 10]), (0.5, 8, 5.0, [8, 10]))]
+    (root / "rounding-resnet20.json").write_text(json.dumps({
+        "command": "python bench/channel_rounding.py x", "round_to": 8, "runtime": "ort",
+        "machine": "m", "repeats": 3, "date": "d", "note": "", "rows": rows}))
+    args = bench.argparse.Namespace(docs=tmp_path)
+    page = bench.report(args)
+    assert "| range model | range, frozen teacher | pof for this width |" in page
+    assert ("- 25% of channels: range model 83.00 (1 seed(s)) vs best dedicated (pof) 85.00: "
+            "2.00 behind (target: at most 1.0 behind: missed).") in page
+    assert ("- 25% of channels: range, frozen teacher 84.50 (1 seed(s)) vs best dedicated "
+            "(pof) 85.00: 0.50 behind (target: at most 1.0 behind: met).") in page
+    assert "range, frozen teacher 81.50 (1 seed(s)) vs best dedicated (TP + FT) 82.00" in page
+    assert "### Widths rounded to a multiple of 8" in page
+    assert "| 50% | 6.00 | 1.67x | 5.00 | 2.00x |" in page
