@@ -489,24 +489,27 @@ def readme_table(args: argparse.Namespace) -> list[str]:
     lat_path = args.docs / "structured" / "latency-resnet20.json"
     lat = json.loads(lat_path.read_text()) if lat_path.is_file() else {}
     rng, one = data.get(("resnet20", "range", b), []), data.get(("resnet20", "oneshot", None), [])
-    seeds = len(cell(rng, 0.0))
-    out = [f"ResNet-20 from the converged model, {b:g} epochs, {seeds} seed(s), no fine-tuning "
-           "(Torch-Pruning: fine-tuned for the same epochs); onnxruntime latency at batch 64 on "
-           f"{lat.get('machine', 'this machine')}:", "",
-           "| channels removed | params | range model | best model for this width | "
-           "one-shot + BN | ms (b64) | speed-up |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    rinit = data.get(("resnet20", "rangeinit", b), [])
+    out = [f"ResNet-20 from the converged model, {b:g} epochs, mean ± half the range over seeds "
+           "(count in brackets), no fine-tuning (Torch-Pruning: fine-tuned for the same "
+           f"epochs); onnxruntime latency at batch 64 on {lat.get('machine', 'this machine')}:",
+           "", "| channels removed | params | range model | "
+           + ("range, frozen teacher | " if rinit else "")
+           + "best model for this width | one-shot + BN | ms (b64) | speed-up |",
+           "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if rinit else "")]
     for k in sorted({r["sparsity"] for r in rng}):
         best = [(statistics.mean(v), name) for name, v in (
             (f"pof {100 * k:g}%", cell(data.get(("resnet20", "pof", b), []), k)),
             ("TP + FT", cell(data.get(("resnet20", "tp", b), []), k)),
             ("TP group-norm + FT", cell(data.get(("resnet20", "tpgn", b), []), k))) if v]
         top = f"{max(best)[0]:.2f} ({max(best)[1]})" if best else "–"
+        ri = f"{mean_pm(cell(rinit, k))} | " if rinit else ""
         ms = [r for r in lat.get("rows", []) if r["batch"] == 64
               and abs(r["sparsity"] - k) < 1e-9]
         params = (cell(rng, k, "params") or ["–"])[0]
         one_k = f"{statistics.mean(cell(one, k)):.2f}" if cell(one, k) else "–"
         m64, sp = (f"{ms[0]['ms']:.1f}", f"{ms[0]['speedup']:.2f}x") if ms else ("–", "–")
-        out.append(f"| {100 * k:g}% | {params:,} | {statistics.mean(cell(rng, k)):.2f} | {top} "
+        out.append(f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | {ri}{top} "
                    f"| {one_k} | {m64} | {sp} |")
     return out
 
