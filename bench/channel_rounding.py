@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     from pof.export.latency import machine, runtime
     from pof.training.checkpoint import read_meta
 
+    args.checkpoint = args.checkpoint.resolve()  # the pof commands run from the root
     widths = [float(w) for w in args.widths.split(",")]
     t = time.time()
     rows = latencies(args.checkpoint, widths, args.round_to, (1, 64), args.repeats)
