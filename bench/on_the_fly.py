@@ -372,7 +372,7 @@ def budget_table(rows: list[dict], epochs: float) -> list[str]:
            "|---|---|---:|" + "---:|" * len(ss)]
     for name, sfx in BUDGETS:
         k = {"": 1, "-2x": 2, "-4x": 4}[sfx]
-        for rng in ("pof-range", "pof-range-kd"):
+        for rng in ("pof-range", "pof-range-kd", "pof-range-kdinit"):
             arm = rng + sfx
             if any(r["arm"] == arm for r in rows):
                 out.append(f"| {arm} | {name} | {k * epochs:g} | " + " | ".join(
