@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                     r["top1"] = top1
     arch = read_meta(args.checkpoint)["arch"]["name"]
     out = args.out or ROOT / "docs" / "results" / "structured" / f"rounding-{arch}.json"
-    record = {"command": "python bench/channel_rounding.py " + " ".join(
+    record = {"command": "python bench/channel_rounding.py " + shlex.join(
                   portable(a) for a in (sys.argv[1:] if argv is None else argv)),
               "checkpoint": portable(str(args.checkpoint)), "round_to": args.round_to,
               "runtime": runtime(1), "machine": machine(), "repeats": args.repeats,

@@ -430,7 +430,8 @@ def report(args: argparse.Namespace) -> str:
                       f"--round-to {rd['round_to']}`)", "",
                       f"`{rd['command']}`: {rd['runtime']}, {rd['machine']}, median of "
                       f"{rd['repeats']} interleaved rounds, exact and rounded exports timed side "
-                      f"by side; {rd['date']}. {rd.get('note') or ''}", "", *table(rd), ""]
+                      f"by side; {rd['date']}. {rd.get('note') or ''}", "", *table(rd), "",
+                      *rounding_noise(rd)]
         sp_path = args.docs / "structured" / f"speedup-{model}.json"
         if sp_path.is_file():
             sp = json.loads(sp_path.read_text())
@@ -446,6 +447,18 @@ def report(args: argparse.Namespace) -> str:
     if not models:
         lines.append("No archived runs yet.")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def rounding_noise(rd: dict) -> list[str]:
+    """The dense model is exported twice (exact and rounded: the same channels); how far
+    apart the two timed at batch 64 is the noise floor of that table."""
+    dense = {r["round_to"]: r["ms"] for r in rd["rows"] if r["batch"] == 64
+             and r["sparsity"] == 0.0}
+    if len(dense) < 2:
+        return []
+    lo, hi = min(dense.values()), max(dense.values())
+    return [f"Noise: the dense model's two identical exports timed {100 * (hi / lo - 1):.0f}% "
+            "apart in this run; differences smaller than that are not measured.", ""]
 
 
 def targets(model: str, b: float, data: dict, lat: dict | None) -> list[str]:

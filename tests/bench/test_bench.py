@@ -442,3 +442,4 @@ def test_structured_report_states_each_range_variant_against_the_best_dedicated(
     assert "range, frozen teacher 81.50 (1 seed(s)) vs best dedicated (TP + FT) 82.00" in page
     assert "### Widths rounded to a multiple of 8" in page
     assert "| 50% | 6.00 | 1.67x | 5.00 | 2.00x |" in page
+    assert "the dense model's two identical exports timed 0% apart" in page
