@@ -381,7 +381,7 @@ def report(args: argparse.Namespace) -> str:
         for b in budgets:
             rng = data.get((model, "range", b), [])
             rinit = data.get((model, "rangeinit", b), [])
-            widths = sorted({r["sparsity"] for r in rng} | {r["sparsity"] for r in one})
+            widths = sorted({r["sparsity"] for r in rng + rinit + one})
             lines += [f"## {model}, {b:g} epochs", "",
                       "| channels removed | params | range model | "
                       + ("range, frozen teacher | " if rinit else "")
