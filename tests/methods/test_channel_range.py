@@ -251,12 +251,12 @@ def test_bench_page_is_built_from_archived_runs(tmp_path):
     assert "| 25% | 600 | 84.50 ± 0.50 (2) | 85.00 ± 0.00 (2) | – | – | – | 3.00 |" in page
     assert ("| 50% | 250 | 80.50 ± 0.50 (2) | – | 82.50 ± 0.00 (2) | 81.00 (1) | – | 1.60 | "
             "1.60 | 2.50x |" in page)
-    assert "range model 84.50 vs best dedicated (pof) 85.00: 0.50 behind" in page
+    assert "range model 84.50 (2 seed(s)) vs best dedicated (pof) 85.00: 0.50 behind" in page
     assert "(TP + FT) 82.50: 2.00 behind (target: at most 1.0 behind: missed)" in page
     assert "2.50x faster than dense in onnxruntime (target >= 2: met)" in page
     readme = bench.readme_table(args)
-    assert "| 25% | 600 | 84.50 | 85.00 (pof 25%) | – | 3.0 | 1.33x |" in readme
-    assert "| 50% | 250 | 80.50 | 82.50 (TP + FT) | – | 1.6 | 2.50x |" in readme
+    assert "| 25% | 600 | 84.50 ± 0.50 (2) | 85.00 (pof 25%) | – | 3.0 | 1.33x |" in readme
+    assert "| 50% | 250 | 80.50 ± 0.50 (2) | 82.50 (TP + FT) | – | 1.6 | 2.50x |" in readme
 
 
 def test_bench_script_parses_its_flags():
