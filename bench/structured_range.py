@@ -53,6 +53,8 @@ WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
 MOBILE_WIDTHS = (0.25, 0.5)
 ARM_KINDS = ("range", "rangeinit", "pof", "tp", "tpgn", "oneshot")
 KEEP = ("config.yaml", "metrics.jsonl")
+# the trained arms' names in run folders and logged commands (rangeinit before range)
+TRAINED = r"rangeinit|range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+"
 
 
 # ---------------------------------------------------------------- running
@@ -319,8 +321,7 @@ def collect(docs: Path) -> dict[tuple, list[dict]]:
     """Archived rows by (model, arm, budget) -> [row, ...] over seeds."""
     out: dict[tuple, list[dict]] = {}
     for d in sorted((docs / "structured").glob("*")):
-        m = re.fullmatch(r"(.+?)-(rangeinit|range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+|oneshot)"
-                         r"(?:-b([\d.]+))?(?:-s(\d+))?", d.name)
+        m = re.fullmatch(rf"(.+?)-({TRAINED}|oneshot)(?:-b([\d.]+))?(?:-s(\d+))?", d.name)
         if not m or not (d / "deploy.json").is_file():
             continue
         model, arm, b = m[1], m[2], float(m[3]) if m[3] else None
@@ -342,9 +343,7 @@ def wall_times(docs: Path) -> dict[str, float]:
         return per
     for line in log.read_text().splitlines():
         rec = json.loads(line)
-        m = re.search(r"/([\w.]+?-(?:rangeinit|range|pof[\d.]+|tpgn[\d.]+|tp[\d.]+)-b[\d.]+-s\d+)"
-                      r"(?=[/\s]|$)",
-                      rec["cmd"])
+        m = re.search(rf"/([\w.]+?-(?:{TRAINED})-b[\d.]+-s\d+)(?=[/\s]|$)", rec["cmd"])
         if m and re.search(r" -m pof (train|finetune)|tp_group_norm\.py", rec["cmd"]):
             per[m[1]] = per.get(m[1], 0.0) + rec["wall_s"]
     return per
@@ -390,7 +389,7 @@ def report(args: argparse.Namespace) -> str:
                       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                       + ("---:|" if rinit else "")]
             for k in widths:
-                params = (cell(rng, k, "params") or cell(one, k, "params") or ["–"])[0]
+                params = (cell(rng + rinit + one, k, "params") or ["–"])[0]
                 ms = {bt: [r for r in (lat or {}).get("rows", [])
                            if r["batch"] == bt and abs(r["sparsity"] - k) < 1e-9]
                       for bt in (1, 64)}
