@@ -422,11 +422,12 @@ def report(args: argparse.Namespace) -> str:
                       f"({lat['source']}); {lat['date']}. {lat.get('note') or ''}", ""]
         rd_path = args.docs / "structured" / f"rounding-{model}.json"
         if rd_path.is_file():
-            from channel_rounding import table
+            from channel_rounding import multiples, table
 
             rd = json.loads(rd_path.read_text())
-            lines += [f"### Widths rounded to a multiple of {rd['round_to']} (`pof prune "
-                      f"--round-to {rd['round_to']}`)", "",
+            ns = multiples(rd)
+            lines += [f"### Widths rounded to a multiple of {' or '.join(map(str, ns))} "
+                      f"(`pof prune --round-to N`)", "",
                       f"`{rd['command']}`: {rd['runtime']}, {rd['machine']}, median of "
                       f"{rd['repeats']} interleaved rounds, exact and rounded exports timed side "
                       f"by side; {rd['date']}. {rd.get('note') or ''}", "", *table(rd), "",
@@ -449,15 +450,25 @@ def report(args: argparse.Namespace) -> str:
 
 
 def rounding_noise(rd: dict) -> list[str]:
-    """The dense model is exported twice (exact and rounded: the same channels); how far
-    apart the two timed at batch 64 is the noise floor of that table."""
-    dense = {r["round_to"]: r["ms"] for r in rd["rows"] if r["batch"] == 64
-             and r["sparsity"] == 0.0}
-    if len(dense) < 2:
+    """The dense model is exported once per multiple (the same channels); how far apart
+    those timed at batch 64 is the noise floor of that table."""
+    from channel_rounding import noise
+
+    gap = noise(rd)
+    if gap is None:
         return []
-    lo, hi = min(dense.values()), max(dense.values())
-    return [f"Noise: the dense model's two identical exports timed {100 * (hi / lo - 1):.0f}% "
-            "apart in this run; differences smaller than that are not measured.", ""]
+    return [f"Noise: the dense model's identical exports timed {100 * gap:.0f}% apart in this "
+            "run; differences smaller than that are not measured.", ""]
+
+
+def best_dedicated(data: dict, model: str, b: float, k: float) -> tuple[float, str] | None:
+    """The best dedicated arm at ``k`` of channels removed and budget ``b``: (mean top-1,
+    name), or None where none ran."""
+    best = [(statistics.mean(v), name) for name, v in (
+        ("pof", cell(data.get((model, "pof", b), []), k)),
+        ("TP + FT", cell(data.get((model, "tp", b), []), k)),
+        ("TP group-norm + FT", cell(data.get((model, "tpgn", b), []), k))) if v]
+    return max(best) if best else None
 
 
 def targets(model: str, b: float, data: dict, lat: dict | None) -> list[str]:
@@ -466,13 +477,10 @@ def targets(model: str, b: float, data: dict, lat: dict | None) -> list[str]:
     rng = data.get((model, "range", b), [])
     for kind, label in (("range", "range model"), ("rangeinit", "range, frozen teacher")):
         for k in (0.25, 0.5):
-            best = [(statistics.mean(v), name) for name, v in (
-                ("pof", cell(data.get((model, "pof", b), []), k)),
-                ("TP + FT", cell(data.get((model, "tp", b), []), k)),
-                ("TP group-norm + FT", cell(data.get((model, "tpgn", b), []), k))) if v]
+            best = best_dedicated(data, model, b, k)
             mine = cell(data.get((model, kind, b), []), k)
             if best and mine:
-                top, who = max(best)
+                top, who = best
                 gap = top - statistics.mean(mine)
                 where = f"{gap:.2f} behind" if gap > 0 else f"{-gap:.2f} ahead"
                 out.append(f"- {100 * k:g}% of channels: {label} {statistics.mean(mine):.2f} "
@@ -510,11 +518,9 @@ def readme_table(args: argparse.Namespace) -> list[str]:
            + "best model for this width | one-shot + BN | ms (b64) | speed-up |",
            "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if rinit else "")]
     for k in sorted({r["sparsity"] for r in rng}):
-        best = [(statistics.mean(v), name) for name, v in (
-            (f"pof {100 * k:g}%", cell(data.get(("resnet20", "pof", b), []), k)),
-            ("TP + FT", cell(data.get(("resnet20", "tp", b), []), k)),
-            ("TP group-norm + FT", cell(data.get(("resnet20", "tpgn", b), []), k))) if v]
-        top = f"{max(best)[0]:.2f} ({max(best)[1]})" if best else "–"
+        best = best_dedicated(data, "resnet20", b, k)
+        who = best and (f"pof {100 * k:g}%" if best[1] == "pof" else best[1])
+        top = f"{best[0]:.2f} ({who})" if best else "–"
         ri = f"{mean_pm(cell(rinit, k))} | " if rinit else ""
         ms = [r for r in lat.get("rows", []) if r["batch"] == 64
               and abs(r["sparsity"] - k) < 1e-9]
@@ -538,7 +544,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budgets", default="4,12", help="epochs per run, comma-separated")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--widths", default=",".join(f"{w:g}" for w in WIDTHS))
-    p.add_argument("--arms", default=",".join(ARM_KINDS))
+    p.add_argument("--arms", default=",".join(ARM_KINDS),
+                   help=f"comma-separated, of {', '.join(ARM_KINDS)} (default: all)")
     p.add_argument("--lr", type=float, default=0.05, help="training lr")
     p.add_argument("--ft-lr", type=float, default=0.01, help="Torch-Pruning fine-tuning lr")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")

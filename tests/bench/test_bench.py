@@ -384,9 +384,9 @@ def test_mobilenet_page_with_only_conventional_runs_archived(tmp_path):
     assert "Target" not in page
 
 
-def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path):
-    """bench/channel_rounding.py: every width exported exact and rounded to 8, timed in
-    one run; the table's rounded column keeps multiples of 8 channels."""
+def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path, capsys):
+    """bench/channel_rounding.py: every width exported exact and rounded to 8 and 16, timed
+    in one run; the rounded rows keep multiples of 8 and 16 channels."""
     from pof.cli import main
 
     run = tmp_path / "run"
@@ -400,12 +400,18 @@ def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path):
                 "--no-accuracy", "--out", str(out)])
     rec = json.loads(out.read_text())
     assert {(r["sparsity"], r["round_to"], r["batch"]) for r in rec["rows"]} == {
-        (k, n, b) for k in (0.0, 0.3) for n in (1, 8) for b in (1, 64)}
-    rounded = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == 8)
+        (k, n, b) for k in (0.0, 0.3) for n in (1, 8, 16) for b in (1, 64)}
+    assert rec["round_to"] == [8, 16]
     exact = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == 1)
-    assert all(c % 8 == 0 for c in rounded["channels"][:-1])
-    assert rounded["channels"] != exact["channels"]
-    assert len(bench.table(rec)) == 4
+    for n in (8, 16):
+        rounded = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == n)
+        assert all(c % n == 0 for c in rounded["channels"][:-1])
+        assert rounded["channels"] != exact["channels"]
+    assert len(bench.table(rec)) == 2 + 2 * 3
+    assert bench.noise(rec) is not None and bench.noise(rec) >= 0
+    with pytest.raises(SystemExit):  # a missing checkpoint: one line, no traceback
+        bench.main([str(tmp_path / "nope.safetensors"), "--no-accuracy"])
+    assert "no checkpoint at" in capsys.readouterr().err
 
 
 def test_structured_report_states_each_range_variant_against_the_best_dedicated(tmp_path):
@@ -441,5 +447,6 @@ def test_structured_report_states_each_range_variant_against_the_best_dedicated(
             "(pof) 85.00: 0.50 behind (target: at most 1.0 behind: met).") in page
     assert "range, frozen teacher 81.50 (1 seed(s)) vs best dedicated (TP + FT) 82.00" in page
     assert "### Widths rounded to a multiple of 8" in page
-    assert "| 50% | 6.00 | 1.67x | 5.00 | 2.00x |" in page
-    assert "the dense model's two identical exports timed 0% apart" in page
+    assert "| 50% | exact | 30.8% | 6.00 | 1.67x | – | – | – |" in page
+    assert "| 50% | 8 | 30.8% | 5.00 | 2.00x | – | – | – |" in page
+    assert "the dense model's identical exports timed 0% apart" in page
