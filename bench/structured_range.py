@@ -438,7 +438,8 @@ def report(args: argparse.Namespace) -> str:
             if "latency" in sp:
                 la = sp["latency"]
                 lines += [f"`{sp['command']}` picked {100 * la['sparsity']:g}% of channels "
-                          f"removed: {la['ms']:.2f} ms vs dense {la['dense_ms']:.2f} ms at batch "
+                          f"removed{rounded_as(la)}: {la['ms']:.2f} ms vs dense "
+                          f"{la['dense_ms']:.2f} ms at batch "
                           f"{la['batch']} ({la['speedup']:.2f}x; target at most half the dense "
                           f"latency: {'met' if sp['met'] else 'missed'}), top-1 {sp['top1']:.2f}% "
                           f"({la['machine']}).", ""]
@@ -447,6 +448,19 @@ def report(args: argparse.Namespace) -> str:
     if not models:
         lines.append("No archived runs yet.")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def rounded_as(la: dict) -> str:
+    """What rounding made of the width ``pof prune --speedup`` picked ('' when exact)."""
+    n = la.get("round_to", 1)
+    rows = la.get("table", [])
+    row = next((r for r in rows if r["sparsity"] == la["sparsity"] and r.get("round_to", 1) == n
+                and "channels" in r), None)
+    if n == 1 or row is None:
+        return ""
+    gone = 1 - sum(row["channels"]) / sum(rows[0]["channels"])
+    return (f", kept channels rounded to a multiple of {n} ({100 * gone:.1f}% of the conv "
+            "channels removed)")
 
 
 def rounding_noise(rd: dict) -> list[str]:

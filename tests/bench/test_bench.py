@@ -438,8 +438,17 @@ def test_structured_report_states_each_range_variant_against_the_best_dedicated(
     (root / "rounding-resnet20.json").write_text(json.dumps({
         "command": "python bench/channel_rounding.py x", "round_to": 8, "runtime": "ort",
         "machine": "m", "repeats": 3, "date": "d", "note": "", "rows": rows}))
+    table = [{"sparsity": 0.0, "round_to": 1, "channels": [16, 32]},
+             {"sparsity": 0.5, "round_to": 16, "channels": [16, 16]}]
+    (root / "speedup-resnet20.json").write_text(json.dumps({
+        "met": True, "top1": 82.5, "command": "pof prune x --speedup 2", "latency": {
+            "sparsity": 0.5, "round_to": 16, "ms": 4.0, "dense_ms": 10.0, "batch": 64,
+            "speedup": 2.5, "machine": "m", "table": table}}))
     args = bench.argparse.Namespace(docs=tmp_path)
     page = bench.report(args)
+    assert ("`pof prune x --speedup 2` picked 50% of channels removed, kept channels rounded "
+            "to a multiple of 16 (33.3% of the conv channels removed): 4.00 ms vs dense 10.00 "
+            "ms at batch 64 (2.50x; target at most half the dense latency: met)") in page
     assert "| range model | range, frozen teacher | pof for this width |" in page
     assert ("- 25% of channels: range model 83.00 (1 seed(s)) vs best dedicated (pof) 85.00: "
             "2.00 behind (target: at most 1.0 behind: missed).") in page
