@@ -114,9 +114,8 @@ def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
 
 
 #: ``pof prune --speedup`` / ``--latency-ms`` measure these multiples unless told otherwise:
-#: onnxruntime's CPU convolutions work on blocks of 8 (AVX2) or 16 (AVX-512) channels, so
-#: a width between two multiples runs at the speed of the larger (measured:
-#: docs/results/structured.md).
+#: onnxruntime's CPU convolutions ran widths that are not multiples of 8 no faster, or
+#: slower, than the next multiple up (docs/results/structured.md, "Widths rounded").
 SPEED_ROUND_TO = (1, 8, 16)
 
 
