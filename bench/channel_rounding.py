@@ -1,10 +1,13 @@
-"""Channel widths rounded to a multiple of N (``pof prune --round-to N``): latency and accuracy.
+"""Channel widths rounded to multiples of N (``pof prune --round-to N``): latency and accuracy.
 
-A channel-range checkpoint is exported at each fraction of WIDTHS twice, with the kept
-channels of every group exactly ``C - round(k * C)`` (round_to 1) and rounded to a multiple
-of N, and all the exports are timed in one interleaved onnxruntime run (batch 1 and 64, one
-thread), so the two are compared side by side. With ``--data``, each rounded width is also
-deployed with ``pof prune --round-to N --recover mean --bn-recal 20`` for its top-1.
+A channel-range checkpoint is exported at each fraction of WIDTHS exactly (every group keeps
+``C - round(k * C)`` channels, round_to 1) and with the kept channels rounded to each
+multiple of ``--round-to`` (default 8 and 16: the channel blocks of onnxruntime's AVX2 and
+AVX-512 convolutions), and all the exports are timed in one interleaved onnxruntime run
+(batch 1 and 64, one thread), so they are compared side by side; the dense model is
+exported once per multiple, and how far apart those identical exports time is the run's
+noise floor. With ``--data``, each width is also deployed with ``pof prune --round-to N
+--recover mean --bn-recal 20`` for its top-1.
 
     python bench/channel_rounding.py runs/structured_range/resnet20-range-b4-s0/final.safetensors
     python bench/channel_rounding.py CKPT --round-to 8 --no-accuracy --out /tmp/r.json  # smoke
@@ -29,9 +32,10 @@ from runner import DATA, ROOT, pof, portable
 WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
 
 
-def latencies(ckpt: Path, widths: list[float], round_to: int, batches: tuple[int, ...],
+def latencies(ckpt: Path, widths: list[float], round_to: list[int], batches: tuple[int, ...],
               repeats: int) -> list[dict]:
-    """Median ms of every (width, round_to in {1, N}) export, per batch, interleaved."""
+    """Median ms of every (width, multiple in {1, *round_to}) export, per batch,
+    interleaved."""
     import torch
 
     from pof.export.latency import _at_width, interleaved_medians
@@ -45,7 +49,7 @@ def latencies(ckpt: Path, widths: list[float], round_to: int, batches: tuple[int
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for k in widths:
-            for r in sorted({1, round_to}):
+            for r in sorted({1, *round_to}):
                 m = _at_width(model, k, example, "pof", None, r)
                 files[(k, r)] = (Path(tmp) / f"w{k:g}-r{r}.onnx",
                                  sum(p.numel() for p in m.parameters()),
@@ -79,7 +83,8 @@ def accuracy(ckpt: Path, k: float, round_to: int, data: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--round-to", default="8,16", help="multiples to compare with the exact "
+                   "widths (default 8,16)")
     p.add_argument("--widths", default=",".join(f"{w:g}" for w in WIDTHS))
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--data", default=str(DATA))
@@ -87,24 +92,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--note", default="", help="the machine's load, for the record")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    from pof.core.channels import round_to_list
+    from pof.errors import PofError
     from pof.export.latency import machine, runtime
     from pof.training.checkpoint import read_meta
 
     args.checkpoint = args.checkpoint.resolve()  # the pof commands run from the root
+    if not args.checkpoint.is_file():
+        p.error(f"no checkpoint at {args.checkpoint}")
+    try:
+        rounds = [n for n in round_to_list(args.round_to) if n > 1]
+    except PofError as e:
+        p.error(str(e))
+    if not rounds:
+        p.error("--round-to: give at least one multiple above 1")
     widths = [float(w) for w in args.widths.split(",")]
     t = time.time()
-    rows = latencies(args.checkpoint, widths, args.round_to, (1, 64), args.repeats)
+    rows = latencies(args.checkpoint, widths, rounds, (1, 64), args.repeats)
     if not args.no_accuracy:
         for k in widths:
-            top1 = accuracy(args.checkpoint, k, args.round_to, args.data)
-            for r in rows:
-                if r["sparsity"] == k and r["round_to"] == args.round_to:
-                    r["top1"] = top1
+            for n in (1, *rounds):
+                top1 = accuracy(args.checkpoint, k, n, args.data)
+                for r in rows:
+                    if r["sparsity"] == k and r["round_to"] == n:
+                        r["top1"] = top1
     arch = read_meta(args.checkpoint)["arch"]["name"]
     out = args.out or ROOT / "docs" / "results" / "structured" / f"rounding-{arch}.json"
     record = {"command": "python bench/channel_rounding.py " + shlex.join(
                   portable(a) for a in (sys.argv[1:] if argv is None else argv)),
-              "checkpoint": portable(str(args.checkpoint)), "round_to": args.round_to,
+              "checkpoint": portable(str(args.checkpoint)), "round_to": rounds,
               "runtime": runtime(1), "machine": machine(), "repeats": args.repeats,
               "note": args.note, "date": time.strftime("%Y-%m-%d"),
               "wall_s": round(time.time() - t, 1), "rows": rows}
@@ -114,21 +130,37 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out}")
 
 
-def table(record: dict) -> list[str]:
-    """Markdown: per width, ms and speed-up at batch 64 exact vs rounded (top-1 if any)."""
+def multiples(record: dict) -> list[int]:
+    """The multiples a record compared with the exact widths (older records: one int)."""
     n = record["round_to"]
-    lines = [f"| channels removed (asked) | exact: ms b64 | speed-up | rounded to {n}: ms b64 | "
-             "speed-up | conv channels removed | top-1 |", "|---:|---:|---:|---:|---:|---:|---:|"]
-    rows = [r for r in record["rows"] if r["batch"] == 64]
-    full = {r["sparsity"]: sum(r["channels"]) for r in rows if r["round_to"] == 1}
-    for k in sorted({r["sparsity"] for r in rows}):
-        ex = next(r for r in rows if r["sparsity"] == k and r["round_to"] == 1)
-        ro = next(r for r in rows if r["sparsity"] == k and r["round_to"] == n)
-        gone = 1 - sum(ro["channels"]) / full[0.0]
-        top1 = f"{ro['top1']:.2f}" if "top1" in ro else "–"
-        lines.append(f"| {100 * k:g}% | {ex['ms']:.2f} | {ex['speedup']:.2f}x | {ro['ms']:.2f} "
-                     f"| {ro['speedup']:.2f}x | {100 * gone:.1f}% | {top1} |")
+    return list(n) if isinstance(n, list) else [n]
+
+
+def table(record: dict) -> list[str]:
+    """Markdown, a row per width and multiple: conv channels removed, ms and speed-up at
+    batch 64 and 1 (against the exact dense export), top-1 if measured."""
+    lines = ["| channels removed (asked) | rounded to | conv channels removed | ms b64 | "
+             "speed-up b64 | ms b1 | speed-up b1 | top-1 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    at = {(r["sparsity"], r["round_to"], r["batch"]): r for r in record["rows"]}
+    full = sum(at[(0.0, 1, 64)]["channels"])
+    for k in sorted({r["sparsity"] for r in record["rows"]}):
+        for n in (1, *multiples(record)):
+            if (k, n, 64) not in at:
+                continue
+            r64, r1 = at[(k, n, 64)], at.get((k, n, 1))
+            gone = 1 - sum(r64["channels"]) / full
+            top1 = f"{r64['top1']:.2f}" if "top1" in r64 else "–"
+            b1 = f"{r1['ms']:.3f} | {r1['speedup']:.2f}x" if r1 else "– | –"
+            lines.append(f"| {100 * k:g}% | {n if n > 1 else 'exact'} | {100 * gone:.1f}% | "
+                         f"{r64['ms']:.2f} | {r64['speedup']:.2f}x | {b1} | {top1} |")
     return lines
+
+
+def noise(record: dict) -> float | None:
+    """How far apart (fraction) the dense model's identical exports timed at batch 64."""
+    dense = [r["ms"] for r in record["rows"] if r["batch"] == 64 and r["sparsity"] == 0.0]
+    return max(dense) / min(dense) - 1 if len(dense) > 1 else None
 
 
 if __name__ == "__main__":

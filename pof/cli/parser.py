@@ -63,6 +63,12 @@ def _sparsities(text: str) -> list[float]:
     return parse_sparsities(text)
 
 
+def _round_tos(text: str) -> list[int]:
+    from ..core.channels import round_to_list
+
+    return round_to_list(text)
+
+
 def _recovers(text: str) -> list[str]:
     from ..core.parametrizations import RECOVER
 
@@ -265,9 +271,11 @@ def _prune(sub: Any) -> None:
     pr.add_argument("--importance", choices=("pof", "magnitude"), default="pof",
                     help="channels: pof (consumer-column energy, what the channel penalty "
                     "shrinks) or magnitude (Torch-Pruning's group L2 magnitude)")
-    pr.add_argument("--round-to", type=_number("round_to", integer=True, lo=1), default=1,
-                    metavar="N", help="channels: keep a multiple of N in every group (e.g. 8, "
-                    "which CPU runtimes run faster; default 1: exactly the ratio)")
+    pr.add_argument("--round-to", type=_arg(_round_tos, "round_to"), default=None,
+                    metavar="N[,N...]", help="channels: keep a multiple of N in every group "
+                    "(CPU runtimes run blocks of 8 or 16 channels). With --sparsity one N, "
+                    "default 1: exactly the ratio; with --speedup / --latency-ms the multiples "
+                    "to measure, default 1,8,16: the widest model that meets the request wins")
     pr.add_argument("--mean-batches", type=_number("mean_batches", integer=True, lo=1),
                     default=10, metavar="N", help="channels with --recover mean: training "
                     "batches (no labels used) that estimate each removed channel's mean")

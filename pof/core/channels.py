@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PofError
-from .masks import keep_all_but_lowest
+from .masks import check_whole, keep_all_but_lowest
 
 
 @dataclass
@@ -111,3 +111,30 @@ def kept_channels(channels: int, ratio: float, round_to: int = 1) -> int:
     if round_to > 1 and kept > 0:
         kept = min(channels, max(round_to, round_to * math.floor(kept / round_to + 0.5)))
     return kept
+
+
+#: ``pof prune --speedup`` / ``--latency-ms`` measure these multiples unless told otherwise:
+#: onnxruntime's CPU convolutions ran widths that are not multiples of 8 no faster, or
+#: slower, than the next multiple up (docs/results/structured.md, "Widths rounded").
+SPEED_ROUND_TO = (1, 8, 16)
+
+
+def round_to_list(value: int | str | list[int] | tuple[int, ...] | None) -> list[int] | None:
+    """``round_to`` as a sorted list of distinct whole numbers >= 1 (``"8,16"``, ``8`` or
+    ``[1, 8]``); None stays None (the caller's default)."""
+    if value is None:
+        return None
+    items: list = value.split(",") if isinstance(value, str) else (
+        list(value) if isinstance(value, (list, tuple)) else [value])
+    out = []
+    for x in items:
+        if isinstance(x, str):
+            try:
+                x = int(x.strip())
+            except ValueError:
+                raise PofError(f"round_to must be whole numbers >= 1 (N or N,N,...), "
+                               f"got {value!r}") from None
+        out.append(check_whole("round_to", x, 1))
+    if not out:
+        raise PofError(f"round_to must be whole numbers >= 1 (N or N,N,...), got {value!r}")
+    return sorted(set(out))

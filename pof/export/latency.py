@@ -79,56 +79,73 @@ def _at_width(model: nn.Module, sparsity: float, example: Tensor, importance: st
 
 def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[float],
                     batch: int = 1, threads: int = 1, repeats: int = 10,
-                    importance: str = "pof", exclude: Any = None, round_to: int = 1
-                    ) -> list[dict[str, Any]]:
+                    importance: str = "pof", exclude: Any = None,
+                    round_to: int | Sequence[int] = 1) -> list[dict[str, Any]]:
     """Export ``model`` with each fraction of ``sparsities`` of its channels removed (the
-    dense model, 0, always included) and time each in onnxruntime at ``batch`` on
+    dense model, 0, always included), each group's kept channels rounded to each multiple
+    of ``round_to``, and time every distinct export in onnxruntime at ``batch`` on
     ``threads`` threads, interleaved (:func:`interleaved_medians`). ``model`` is left as
-    it is. Returns one row per width, ascending: ``sparsity``, ``params``, ``ms``
-    (median per forward) and ``speedup`` (dense ms / ms); a fraction that would empty a
-    channel group has no row."""
+    it is. Returns one row per distinct model, by sparsity then multiple: ``sparsity``,
+    ``round_to``, ``params``, ``channels`` (each conv's output channels), ``ms`` (median
+    per forward) and ``speedup`` (exact dense ms / ms); a rounding that gives the same
+    channels as an earlier row, or a fraction that would empty a channel group, has no
+    row."""
     require("onnxruntime", "measuring latency")
     check_whole("batch", batch, 1)
     ss = sorted({0.0, *map(float, sparsities)})
+    rs = sorted({1, *([round_to] if isinstance(round_to, int) else round_to)})
     example = example_inputs.detach().cpu()
     x = {"input": torch.randn(batch, *example.shape[1:]).numpy()}
-    params, runners = {}, {}
+    rows: dict[tuple[float, int], dict[str, Any]] = {}
+    runners, seen = {}, set()
     with tempfile.TemporaryDirectory() as tmp:
         for s in ss:
-            try:
-                m = _at_width(model, s, example, importance, exclude, round_to)
-            except PofError:  # a group would lose every channel: not a width of this model
-                if s == 0:
-                    raise
-                continue
-            params[s] = sum(p.numel() for p in m.parameters())
-            path = Path(tmp) / f"w{len(runners)}.onnx"
-            export_onnx(m, path, example, check=False)
-            sess = session(path, threads)
-            runners[s] = (lambda sess=sess: sess.run(None, x))
+            for r in rs:
+                try:
+                    m = _at_width(model, s, example, importance, exclude, r)
+                except PofError:  # a group would lose every channel: not a width of it
+                    if s == 0:
+                        raise
+                    continue
+                shape = tuple(tuple(p.shape) for p in m.parameters())
+                if shape in seen:  # this rounding changed nothing: the same model
+                    continue
+                seen.add(shape)
+                rows[(s, r)] = {"sparsity": s, "round_to": r,
+                                "params": sum(p.numel() for p in m.parameters()),
+                                "channels": [c.out_channels for c in m.modules()
+                                             if isinstance(c, nn.Conv2d)]}
+                path = Path(tmp) / f"w{len(runners)}.onnx"
+                export_onnx(m, path, example, check=False)
+                sess = session(path, threads)
+                runners[(s, r)] = (lambda sess=sess: sess.run(None, x))
         med = interleaved_medians(runners, repeats)
-    return [{"sparsity": s, "params": params[s], "ms": 1000 * med[s],
-             "speedup": med[0.0] / med[s]} for s in ss if s in med]
+    dense = med[(0.0, 1)]
+    return [{**row, "ms": 1000 * med[key], "speedup": dense / med[key]}
+            for key, row in rows.items()]
 
 
 def pick_width(rows: list[dict[str, Any]], speedup: float | None = None,
                latency_ms: float | None = None) -> dict[str, Any] | None:
-    """The widest row (lowest ``sparsity``) at least ``speedup`` times faster than the
-    dense one, or at most ``latency_ms``; None if no row is."""
+    """The widest row (most ``params``; then the lowest ``sparsity``) at least ``speedup``
+    times faster than the dense one, or at most ``latency_ms``; None if no row is."""
     if (speedup is None) == (latency_ms is None):
         raise PofError("give one of speedup or latency_ms")
     ok = [r for r in rows if (r["speedup"] >= speedup if speedup is not None
                               else r["ms"] <= latency_ms)]
-    return min(ok, key=lambda r: r["sparsity"]) if ok else None
+    return min(ok, key=lambda r: (-r["params"], r["sparsity"])) if ok else None
 
 
 def latency_table(rows: list[dict[str, Any]], chosen: dict[str, Any] | None = None) -> str:
     """The measured rows as a markdown table (the chosen one marked)."""
-    lines = ["| channels removed | parameters | ms per batch | speed-up |",
-             "|---:|---:|---:|---:|"]
+    rounded = any(r.get("round_to", 1) > 1 for r in rows)
+    lines = ["| channels removed | " + ("rounded to | " if rounded else "")
+             + "parameters | ms per batch | speed-up |",
+             "|---:|" + ("---:|" if rounded else "") + "---:|---:|---:|"]
     for r in rows:
         mark = " **<-**" if chosen is not None and r is chosen else ""
-        lines.append(f"| {100 * r['sparsity']:.1f}% | {r['params']:,} | {r['ms']:.3f} | "
+        n = f"{r.get('round_to', 1)} | " if rounded else ""
+        lines.append(f"| {100 * r['sparsity']:.1f}% | {n}{r['params']:,} | {r['ms']:.3f} | "
                      f"{r['speedup']:.2f}x{mark} |")
     return "\n".join(lines)
 
@@ -144,11 +161,12 @@ def choose_width(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[
                  speedup: float | None = None, latency_ms: float | None = None,
                  batch: int = 1, threads: int = 1, repeats: int = 10,
                  importance: str = "pof", exclude: Any = None,
-                 say: Callable[[str], None] = print, round_to: int = 1
+                 say: Callable[[str], None] = print, round_to: int | Sequence[int] = 1
                  ) -> tuple[float, dict[str, Any]]:
-    """Measure ``model`` at each width of ``sparsities`` (:func:`width_latencies`), print the
-    table with ``say`` and return the widest meeting the request (:func:`pick_width`) with a
-    record of the measurement (request, chosen row, runtime, batch, machine, table).
+    """Measure ``model`` at each width of ``sparsities`` and multiple of ``round_to``
+    (:func:`width_latencies`), print the table with ``say`` and return the sparsity of the
+    widest meeting the request (:func:`pick_width`) with a record of the measurement
+    (request, chosen row with its ``round_to``, runtime, batch, machine, table).
     Raises :class:`PofError` when no width meets it."""
     rows = width_latencies(model, example_inputs, sparsities, batch, threads, repeats,
                            importance, exclude, round_to)
@@ -163,16 +181,21 @@ def choose_width(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[
     want = f"--speedup {speedup:g}" if speedup is not None else f"--latency-ms {latency_ms:g}"
     if chosen is None:
         best = min(rows, key=lambda r: r["ms"])
+        how = f" rounded to {best['round_to']}" if best["round_to"] > 1 else ""
         raise PofError(f"no measured width meets {want}: the fastest, "
-                       f"{100 * best['sparsity']:g}% of channels removed, runs {best['ms']:.3g} "
+                       f"{100 * best['sparsity']:g}% of channels removed{how}, runs "
+                       f"{best['ms']:.3g} "
                        f"ms ({best['speedup']:.2f}x the dense model); allow more sparsity "
                        "(--candidates) or ask for less")
     record = {"request": {"speedup": speedup} if speedup is not None
               else {"latency_ms": latency_ms},
-              "sparsity": chosen["sparsity"], "ms": chosen["ms"], "speedup": chosen["speedup"],
+              "sparsity": chosen["sparsity"], "round_to": chosen["round_to"],
+              "ms": chosen["ms"], "speedup": chosen["speedup"],
               "dense_ms": rows[0]["ms"], "batch": batch, "threads": threads,
               "runtime": runtime(threads), "machine": machine(), "repeats": repeats,
               "table": rows}
-    say(f"pof prune: {want}: {100 * chosen['sparsity']:g}% of channels removed, "
+    kept = (f" (kept channels rounded to a multiple of {chosen['round_to']})"
+            if chosen["round_to"] > 1 else "")
+    say(f"pof prune: {want}: {100 * chosen['sparsity']:g}% of channels removed{kept}, "
         f"{chosen['ms']:.3g} ms ({chosen['speedup']:.2f}x the dense {rows[0]['ms']:.3g} ms)")
     return chosen["sparsity"], record

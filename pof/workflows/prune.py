@@ -35,7 +35,7 @@ class PruneOptions:
     permanent: bool = False
     structure: str = "weight"
     importance: str = "pof"
-    round_to: int = 1
+    round_to: int | list[int] | None = None
     mean_batches: int = 10
     onnx: bool = False
     latency_batch: int = 1
@@ -51,6 +51,7 @@ class PruneOptions:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        from ..core.channels import round_to_list
         from ..core.masks import check_choice, check_sparsity, check_whole
 
         how = [k for k in ("sparsity", "pattern", "speedup", "latency_ms")
@@ -63,7 +64,7 @@ class PruneOptions:
         check_choice("structure", self.structure, ("weight", "channel"))
         check_choice("scope", self.scope, ("layer", "global"))
         check_choice("importance", self.importance, ("pof", "magnitude"))
-        check_whole("round_to", self.round_to, 1)
+        self.round_to = round_to_list(self.round_to)
         check_whole("bn_recal", self.bn_recal, 0)
 
 
@@ -242,8 +243,13 @@ def say_channel_recovery(model, meta: dict, args: argparse.Namespace, n0: int) -
 
 def check_channel_flags(args: argparse.Namespace) -> None:
     """``--structure channel`` takes a fraction of channels (or ``--speedup`` /
-    ``--latency-ms``, which pick it); ``--importance`` needs it."""
+    ``--latency-ms``, which pick it); ``--importance`` and ``--round-to`` need it. Sets
+    ``args.round_to``: one multiple with ``--sparsity`` (default 1: exactly the ratio), the
+    multiples to measure with ``--speedup`` / ``--latency-ms`` (default 1, 8, 16)."""
+    from ..core.channels import SPEED_ROUND_TO, round_to_list
+
     by_speed = args.speedup is not None or args.latency_ms is not None
+    rs = round_to_list(args.round_to)
     if args.structure == "channel":
         if (args.sparsity is None and not by_speed) or args.scope != "layer":
             raise PofError("--structure channel needs --sparsity (the fraction of each channel "
@@ -254,13 +260,21 @@ def check_channel_flags(args: argparse.Namespace) -> None:
                        "channel (removing single weights does not make a model faster)")
     elif args.importance != "pof":
         raise PofError("--importance applies to --structure channel only")
-    elif args.round_to != 1:
+    elif rs not in (None, [1]):
         raise PofError("--round-to applies to --structure channel only")
+    if by_speed:
+        args.round_to = rs or list(SPEED_ROUND_TO)
+    elif rs is not None and len(rs) > 1:
+        raise PofError(f"--round-to takes one N with --sparsity, got {args.round_to}; a list "
+                       "is for --speedup / --latency-ms, which measure each")
+    else:
+        args.round_to = rs[0] if rs else 1
 
 
 def width_by_speed(model, meta: dict, args: argparse.Namespace) -> dict | None:
     """``--speedup`` / ``--latency-ms``: measure candidate widths in onnxruntime, print the
-    table, set ``args.sparsity`` to the widest that meets the request; the record."""
+    table, set ``args.sparsity`` and ``args.round_to`` to the widest that meets the request;
+    the record."""
     from ..export.latency import candidate_widths, choose_width
 
     if args.speedup is None and args.latency_ms is None:
@@ -273,4 +287,5 @@ def width_by_speed(model, meta: dict, args: argparse.Namespace) -> dict | None:
         model, example_input(meta), widths, args.speedup, args.latency_ms,
         args.latency_batch, args.threads, args.repeats, args.importance, args.exclude,
         round_to=args.round_to)
+    args.round_to = record["round_to"]
     return record

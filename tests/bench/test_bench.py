@@ -384,9 +384,9 @@ def test_mobilenet_page_with_only_conventional_runs_archived(tmp_path):
     assert "Target" not in page
 
 
-def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path):
-    """bench/channel_rounding.py: every width exported exact and rounded to 8, timed in
-    one run; the table's rounded column keeps multiples of 8 channels."""
+def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path, capsys):
+    """bench/channel_rounding.py: every width exported exact and rounded to 8 and 16, timed
+    in one run; the rounded rows keep multiples of 8 and 16 channels."""
     from pof.cli import main
 
     run = tmp_path / "run"
@@ -400,12 +400,18 @@ def test_channel_rounding_times_exact_and_rounded_widths_side_by_side(tmp_path):
                 "--no-accuracy", "--out", str(out)])
     rec = json.loads(out.read_text())
     assert {(r["sparsity"], r["round_to"], r["batch"]) for r in rec["rows"]} == {
-        (k, n, b) for k in (0.0, 0.3) for n in (1, 8) for b in (1, 64)}
-    rounded = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == 8)
+        (k, n, b) for k in (0.0, 0.3) for n in (1, 8, 16) for b in (1, 64)}
+    assert rec["round_to"] == [8, 16]
     exact = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == 1)
-    assert all(c % 8 == 0 for c in rounded["channels"][:-1])
-    assert rounded["channels"] != exact["channels"]
-    assert len(bench.table(rec)) == 4
+    for n in (8, 16):
+        rounded = next(r for r in rec["rows"] if r["sparsity"] == 0.3 and r["round_to"] == n)
+        assert all(c % n == 0 for c in rounded["channels"][:-1])
+        assert rounded["channels"] != exact["channels"]
+    assert len(bench.table(rec)) == 2 + 2 * 3
+    assert bench.noise(rec) is not None and bench.noise(rec) >= 0
+    with pytest.raises(SystemExit):  # a missing checkpoint: one line, no traceback
+        bench.main([str(tmp_path / "nope.safetensors"), "--no-accuracy"])
+    assert "no checkpoint at" in capsys.readouterr().err
 
 
 def test_structured_report_states_each_range_variant_against_the_best_dedicated(tmp_path):
@@ -432,8 +438,17 @@ def test_structured_report_states_each_range_variant_against_the_best_dedicated(
     (root / "rounding-resnet20.json").write_text(json.dumps({
         "command": "python bench/channel_rounding.py x", "round_to": 8, "runtime": "ort",
         "machine": "m", "repeats": 3, "date": "d", "note": "", "rows": rows}))
+    table = [{"sparsity": 0.0, "round_to": 1, "channels": [16, 32]},
+             {"sparsity": 0.5, "round_to": 16, "channels": [16, 16]}]
+    (root / "speedup-resnet20.json").write_text(json.dumps({
+        "met": True, "top1": 82.5, "command": "pof prune x --speedup 2", "latency": {
+            "sparsity": 0.5, "round_to": 16, "ms": 4.0, "dense_ms": 10.0, "batch": 64,
+            "speedup": 2.5, "machine": "m", "table": table}}))
     args = bench.argparse.Namespace(docs=tmp_path)
     page = bench.report(args)
+    assert ("`pof prune x --speedup 2` picked 50% of channels removed, kept channels rounded "
+            "to a multiple of 16 (33.3% of the conv channels removed): 4.00 ms vs dense 10.00 "
+            "ms at batch 64 (2.50x; target at most half the dense latency: met)") in page
     assert "| range model | range, frozen teacher | pof for this width |" in page
     assert ("- 25% of channels: range model 83.00 (1 seed(s)) vs best dedicated (pof) 85.00: "
             "2.00 behind (target: at most 1.0 behind: missed).") in page
@@ -441,5 +456,8 @@ def test_structured_report_states_each_range_variant_against_the_best_dedicated(
             "(pof) 85.00: 0.50 behind (target: at most 1.0 behind: met).") in page
     assert "range, frozen teacher 81.50 (1 seed(s)) vs best dedicated (TP + FT) 82.00" in page
     assert "### Widths rounded to a multiple of 8" in page
-    assert "| 50% | 6.00 | 1.67x | 5.00 | 2.00x |" in page
-    assert "the dense model's two identical exports timed 0% apart" in page
+    assert "| 50% | exact | 30.8% | 6.00 | 1.67x | – | – | – |" in page
+    assert "| 50% | 8 | 30.8% | 5.00 | 2.00x | – | – | – |" in page
+    assert "the dense model's identical exports timed 0% apart" in page
+    assert ("- 50% at batch 64, faster than dense in onnxruntime: 1.67x (rounding run) "
+            "(target >= 2: missed).") in page

@@ -87,11 +87,15 @@ def test_config_takes_a_channel_range():
 def test_pick_width_and_candidates():
     from pof.export.latency import candidate_widths, pick_width
 
-    rows = [{"sparsity": s, "ms": ms, "speedup": 4.0 / ms}
+    rows = [{"sparsity": s, "round_to": 1, "params": round(100 * (1 - s)), "ms": ms,
+             "speedup": 4.0 / ms}
             for s, ms in ((0.0, 4.0), (0.25, 2.5), (0.375, 1.9), (0.5, 2.0))]
     assert pick_width(rows, speedup=2.0)["sparsity"] == 0.375  # the widest that meets it
     assert pick_width(rows, latency_ms=3.0)["sparsity"] == 0.25
     assert pick_width(rows, speedup=3.0) is None
+    # a rounded width that keeps more parameters and is as fast wins over the exact one
+    rows.append({"sparsity": 0.5, "round_to": 16, "params": 70, "ms": 1.95, "speedup": 4 / 1.95})
+    assert pick_width(rows, speedup=2.0)["round_to"] == 16
     with pytest.raises(PofError):
         pick_width(rows)
     assert candidate_widths(0, 0.5) == [0, 0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.375,
@@ -99,11 +103,12 @@ def test_pick_width_and_candidates():
 
 
 def _fake_timing(monkeypatch):
-    """Deterministic latency: a width removing s of the channels runs in (1 - s) x dense."""
+    """Deterministic latency: a width removing s of the channels runs in (1 - s) x dense,
+    rounded or not (as a runtime that runs blocks of channels would)."""
     import pof.export.latency as lat
 
     monkeypatch.setattr(lat, "interleaved_medians", lambda runners, repeats, sample_s=0.05: {
-        s: 1e-3 * (1 - s) for s in runners})
+        (s, r): 1e-3 * (1 - s) for s, r in runners})
 
 
 def test_tiny_channel_range_deployed_at_two_widths_by_speedup(tmp_path, capsys, monkeypatch):
@@ -123,23 +128,34 @@ def test_tiny_channel_range_deployed_at_two_widths_by_speedup(tmp_path, capsys, 
     assert read_meta(ckpt)["config"]["sparsity"] == [0.0, 0.5]
     _fake_timing(monkeypatch)
     widths = {}
-    for speedup, want in (("1.0", 0.0), ("1.5", 0.375)):  # 1 / (1 - s) >= 1.5: s >= 1/3
-        out = tmp_path / f"x{speedup}"
+    # 1 / (1 - s) >= 1.5: s >= 1/3. Exactly, 0.375 keeps 40 of 64 channels; its rounding
+    # to 16 keeps 48, equally fast here, so the default (--round-to 1,8,16) takes it;
+    # --round-to 1 measures exact widths only.
+    for speedup, rounds, want in (("1.0", [], (0.0, 1, 64)), ("1.5", [], (0.375, 16, 48)),
+                                  ("1.5", ["--round-to", "1"], (0.375, 1, 40))):
+        out = tmp_path / f"x{speedup}{len(rounds)}"
         assert main(["prune", str(ckpt), "--structure", "channel", "--speedup", speedup,
-                     "--bn-recal", "1", "--onnx", "--out", str(out)]) == 0
+                     *rounds, "--bn-recal", "1", "--onnx", "--out", str(out)]) == 0
         text = capsys.readouterr().out
         assert "| channels removed |" in text and "**<-**" in text
+        assert ("rounded to" in text) == (not rounds)
         meta = read_meta(out / "pruned.safetensors")
-        assert meta["pruned"]["sparsity"] == want == meta["latency"]["sparsity"]
+        assert meta["pruned"]["sparsity"] == want[0] == meta["latency"]["sparsity"]
+        assert meta["pruned"]["round_to"] == want[1] == meta["latency"]["round_to"]
         assert meta["latency"]["request"] == {"speedup": float(speedup)}
-        assert [r["sparsity"] for r in meta["latency"]["table"]] == [k / 16 for k in range(9)]
+        table = meta["latency"]["table"]
+        assert sorted({r["sparsity"] for r in table}) == [k / 16 for k in range(9)]
+        assert len({(tuple(r["channels"]), r["params"]) for r in table}) == len(table)
+        assert {r["round_to"] for r in table} == ({1} if rounds else {1, 8, 16})
         model, _ = model_from_checkpoint(out / "pruned.safetensors")
         widths[want] = model.features[1][0].out_channels
         onnx_meta = read_metadata(out / "model.onnx")
-        assert float(onnx_meta["pof.width"]) == 1 - want
+        assert float(onnx_meta["pof.width"]) == pytest.approx(
+            1 - meta["pruned"]["channels_removed"], abs=1e-6)
         assert json.loads(onnx_meta["pof.classes"]) == [str(i) for i in range(10)]
-        assert json.loads(onnx_meta["pof.latency"])["speedup"] == pytest.approx(1 / (1 - want))
-    assert widths == {0.0: 64, 0.375: 40}
+        assert json.loads(onnx_meta["pof.latency"])["speedup"] == pytest.approx(
+            1 / (1 - want[0]))
+    assert {k: v for k, v in widths.items()} == {w: w[2] for w in widths}
     assert main(["prune", str(ckpt), "--structure", "channel", "--latency-ms", "0.7",
                  "--no-eval", "--recover", "zero", "--out", str(tmp_path / "ms")]) == 0
     assert read_meta(tmp_path / "ms" / "pruned.safetensors")["latency"]["sparsity"] == 0.3125
@@ -279,5 +295,45 @@ def test_width_that_would_empty_a_group_is_skipped_and_pattern_metadata():
     assert [r["sparsity"] for r in rows] == [0.0, 0.5] and rows[0]["speedup"] == 1.0
     assert rows[1]["params"] < rows[0]["params"]
     assert not pof.is_pruned(model) and model.features[1][0].out_channels == 64  # untouched
+    # rounded to 1, 8 and 16 (the dense model rounds to itself: measured once); 0.3 keeps
+    # 22 of 32 exactly, 24 rounded to 8, 16 rounded to 16
+    rows = width_latencies(model, X, [0.3], round_to=(8, 16), repeats=1)
+    assert [(r["sparsity"], r["round_to"]) for r in rows] == [(0.0, 1), (0.3, 1), (0.3, 8),
+                                                              (0.3, 16)]
+    assert [r["channels"] for r in rows] == [[32, 64, 64, 128], [22, 45, 45, 90],
+                                             [24, 48, 48, 88], [16, 48, 48, 96]]
+    rows = width_latencies(model, X, [0.5], round_to=(8, 16), repeats=1)
+    assert len(rows) == 2  # 0.5 keeps 16 / 32 / 64: multiples of 8 and 16 already
     meta = deploy_metadata({"pruned": {"pattern": "2:4", "structure": "weight"}})
     assert (meta["pof.sparsity"], meta["pof.width"], meta["pof.pattern"]) == ("0.5", "1", "2:4")
+
+
+def test_round_to_lists(tmp_path, capsys):
+    """--round-to: one N with --sparsity, a list to measure with --speedup; bad ones refused
+    in one line."""
+    from pof.cli import main
+    from pof.core.channels import round_to_list
+    from pof.workflows import PruneOptions
+
+    assert round_to_list("16,8,8") == [8, 16] and round_to_list(8) == [8]
+    assert round_to_list(None) is None
+    assert PruneOptions("c", "o", speedup=2.0, round_to="1,16").round_to == [1, 16]
+    for bad in ("x", "", "0", [0], 1.5):
+        with pytest.raises(PofError, match="round_to"):
+            round_to_list(bad)
+    src = tmp_path / "m.safetensors"
+    from pof.training.checkpoint import save_checkpoint
+
+    save_checkpoint(src, _model(), {"arch": {"name": "small_cnn", "num_classes": 10,
+                                             "kwargs": {}}})
+    for args, err in ((["--sparsity", "0.3", "--round-to", "8,16"], "takes one N"),
+                      (["--sparsity", "0.3", "--round-to", "8x"], "round_to"),
+                      (["--speedup", "2", "--round-to", "0"], "round_to")):
+        try:  # argparse exits on a bad value; the run itself returns 2
+            code = main(["prune", str(src), "--structure", "channel", *args, "--no-eval",
+                         "--out", str(tmp_path / "o")])
+        except SystemExit as e:
+            code = e.code
+        assert code == 2
+        text = capsys.readouterr().err
+        assert err in text and text.count("\n") == 1 and "Traceback" not in text
