@@ -269,7 +269,7 @@ def test_bench_page_is_built_from_archived_runs(tmp_path):
             "1.60 | 2.50x |" in page)
     assert "range model 84.50 (2 seed(s)) vs best dedicated (pof) 85.00: 0.50 behind" in page
     assert "(TP + FT) 82.50: 2.00 behind (target: at most 1.0 behind: missed)" in page
-    assert "2.50x faster than dense in onnxruntime (target >= 2: met)" in page
+    assert "faster than dense in onnxruntime: 2.50x (latency table) (target >= 2: met)" in page
     readme = bench.readme_table(args)
     assert "| 25% | 600 | 84.50 ± 0.50 (2) | 85.00 (pof 25%) | – | 3.0 | 1.33x |" in readme
     assert "| 50% | 250 | 80.50 ± 0.50 (2) | 82.50 (TP + FT) | – | 1.6 | 2.50x |" in readme
