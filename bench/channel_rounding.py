@@ -2,8 +2,8 @@
 
 A channel-range checkpoint is exported at each fraction of WIDTHS exactly (every group keeps
 ``C - round(k * C)`` channels, round_to 1) and with the kept channels rounded to each
-multiple of ``--round-to`` (default 8 and 16: the channel blocks of onnxruntime's AVX2 and
-AVX-512 convolutions), and all the exports are timed in one interleaved onnxruntime run
+multiple of ``--round-to`` (default 8 and 16, what ``pof prune --speedup`` also measures),
+and all the exports are timed in one interleaved onnxruntime run
 (batch 1 and 64, one thread), so they are compared side by side; the dense model is
 exported once per multiple, and how far apart those identical exports time is the run's
 noise floor. With ``--data``, each width is also deployed with ``pof prune --round-to N

@@ -273,9 +273,10 @@ def _prune(sub: Any) -> None:
                     "shrinks) or magnitude (Torch-Pruning's group L2 magnitude)")
     pr.add_argument("--round-to", type=_arg(_round_tos, "round_to"), default=None,
                     metavar="N[,N...]", help="channels: keep a multiple of N in every group "
-                    "(CPU runtimes run blocks of 8 or 16 channels). With --sparsity one N, "
-                    "default 1: exactly the ratio; with --speedup / --latency-ms the multiples "
-                    "to measure, default 1,8,16: the widest model that meets the request wins")
+                    "(CPU runtimes run some channel counts faster than others). With --sparsity "
+                    "one N, default 1: exactly the ratio; with --speedup / --latency-ms the "
+                    "multiples to measure (1: exact widths), default 1,8,16: the widest model "
+                    "that meets the request wins")
     pr.add_argument("--mean-batches", type=_number("mean_batches", integer=True, lo=1),
                     default=10, metavar="N", help="channels with --recover mean: training "
                     "batches (no labels used) that estimate each removed channel's mean")

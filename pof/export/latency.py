@@ -80,45 +80,49 @@ def _at_width(model: nn.Module, sparsity: float, example: Tensor, importance: st
 def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[float],
                     batch: int = 1, threads: int = 1, repeats: int = 10,
                     importance: str = "pof", exclude: Any = None,
-                    round_to: int | Sequence[int] = 1) -> list[dict[str, Any]]:
-    """Export ``model`` with each fraction of ``sparsities`` of its channels removed (the
-    dense model, 0, always included), each group's kept channels rounded to each multiple
-    of ``round_to``, and time every distinct export in onnxruntime at ``batch`` on
-    ``threads`` threads, interleaved (:func:`interleaved_medians`). ``model`` is left as
-    it is. Returns one row per distinct model, by sparsity then multiple: ``sparsity``,
-    ``round_to``, ``params``, ``channels`` (each conv's output channels), ``ms`` (median
-    per forward) and ``speedup`` (exact dense ms / ms); a rounding that gives the same
-    channels as an earlier row, or a fraction that would empty a channel group, has no
-    row."""
+                    round_to: int | str | Sequence[int] = 1) -> list[dict[str, Any]]:
+    """Export ``model`` with each fraction of ``sparsities`` of its channels removed, each
+    group's kept channels rounded to each multiple of ``round_to`` (1: exactly the fraction;
+    ``"8,16"`` or ``(1, 8, 16)``: several), and time every distinct export in onnxruntime
+    at ``batch`` on ``threads`` threads, interleaved (:func:`interleaved_medians`). The
+    dense model is always measured, first: the baseline. ``model`` is left as it is.
+    Returns one row per distinct model: ``sparsity``, ``round_to``, ``params``,
+    ``channels`` (each conv's output channels), ``ms`` (median per forward) and
+    ``speedup`` (dense ms / ms). A candidate whose parameter shapes equal an earlier row's
+    is that model and has no row of its own (a fraction can so appear under an earlier
+    label); one that would empty a channel group has none either."""
+    from ..core.channels import round_to_list
+
     require("onnxruntime", "measuring latency")
     check_whole("batch", batch, 1)
-    ss = sorted({0.0, *map(float, sparsities)})
-    rs = sorted({1, *([round_to] if isinstance(round_to, int) else round_to)})
+    rs = round_to_list(round_to)
+    if rs is None:
+        raise PofError("round_to: give at least one multiple")
     example = example_inputs.detach().cpu()
     x = {"input": torch.randn(batch, *example.shape[1:]).numpy()}
+    todo = [(0.0, 1)] + [(s, r) for s in sorted({0.0, *map(float, sparsities)}) for r in rs]
     rows: dict[tuple[float, int], dict[str, Any]] = {}
     runners, seen = {}, set()
     with tempfile.TemporaryDirectory() as tmp:
-        for s in ss:
-            for r in rs:
-                try:
-                    m = _at_width(model, s, example, importance, exclude, r)
-                except PofError:  # a group would lose every channel: not a width of it
-                    if s == 0:
-                        raise
-                    continue
-                shape = tuple(tuple(p.shape) for p in m.parameters())
-                if shape in seen:  # this rounding changed nothing: the same model
-                    continue
-                seen.add(shape)
-                rows[(s, r)] = {"sparsity": s, "round_to": r,
-                                "params": sum(p.numel() for p in m.parameters()),
-                                "channels": [c.out_channels for c in m.modules()
-                                             if isinstance(c, nn.Conv2d)]}
-                path = Path(tmp) / f"w{len(runners)}.onnx"
-                export_onnx(m, path, example, check=False)
-                sess = session(path, threads)
-                runners[(s, r)] = (lambda sess=sess: sess.run(None, x))
+        for s, r in todo:
+            try:
+                m = _at_width(model, s, example, importance, exclude, r)
+            except PofError:  # a group would lose every channel: not a width of it
+                if s == 0:
+                    raise
+                continue
+            shape = tuple(tuple(p.shape) for p in m.parameters())
+            if shape in seen:  # the same model as an earlier row
+                continue
+            seen.add(shape)
+            rows[(s, r)] = {"sparsity": s, "round_to": r,
+                            "params": sum(p.numel() for p in m.parameters()),
+                            "channels": [c.out_channels for c in m.modules()
+                                         if isinstance(c, nn.Conv2d)]}
+            path = Path(tmp) / f"w{len(runners)}.onnx"
+            export_onnx(m, path, example, check=False)
+            sess = session(path, threads)
+            runners[(s, r)] = (lambda sess=sess: sess.run(None, x))
         med = interleaved_medians(runners, repeats)
     dense = med[(0.0, 1)]
     return [{**row, "ms": 1000 * med[key], "speedup": dense / med[key]}
@@ -127,13 +131,14 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
 
 def pick_width(rows: list[dict[str, Any]], speedup: float | None = None,
                latency_ms: float | None = None) -> dict[str, Any] | None:
-    """The widest row (most ``params``; then the lowest ``sparsity``) at least ``speedup``
-    times faster than the dense one, or at most ``latency_ms``; None if no row is."""
+    """The widest row (most ``params`` where rows have them; then the lowest ``sparsity``)
+    at least ``speedup`` times faster than the dense one, or at most ``latency_ms``; None if
+    no row is."""
     if (speedup is None) == (latency_ms is None):
         raise PofError("give one of speedup or latency_ms")
     ok = [r for r in rows if (r["speedup"] >= speedup if speedup is not None
                               else r["ms"] <= latency_ms)]
-    return min(ok, key=lambda r: (-r["params"], r["sparsity"])) if ok else None
+    return min(ok, key=lambda r: (-r.get("params", 0), r["sparsity"])) if ok else None
 
 
 def latency_table(rows: list[dict[str, Any]], chosen: dict[str, Any] | None = None) -> str:

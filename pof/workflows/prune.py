@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class PruneOptions:
         check_choice("scope", self.scope, ("layer", "global"))
         check_choice("importance", self.importance, ("pof", "magnitude"))
         self.round_to = round_to_list(self.round_to)
+        if self.sparsity is not None:
+            one_round_to(self.round_to)
         check_whole("bn_recal", self.bn_recal, 0)
 
 
@@ -82,10 +85,12 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, sparsity: float | 
 
 
 def run_prune(opts: Any) -> Path:
-    """:func:`prune_checkpoint` of a :class:`PruneOptions` (or the CLI's arguments)."""
+    """:func:`prune_checkpoint` of a :class:`PruneOptions` (or the CLI's arguments); the
+    caller's ``opts`` is left as given (the width a speed search picks goes on a copy)."""
     from ..core.sparsity import sparsity_report
     from ..training.run_dir import check_out_dir
 
+    opts = copy.copy(opts)
     check_channel_flags(opts)
     out = check_out_dir(opts.out)
     model, meta = load_on(opts.checkpoint, opts.device)
@@ -131,7 +136,7 @@ def prune_model(model: Any, meta: dict, opts: Any, data: str | None) -> None:
         n0 = sum(p.numel() for p in model.parameters())
         meta["channels_removed"] = prune_channels_of(model, meta, opts, data)
         if opts.round_to > 1:
-            print(f"pof prune: --round-to {opts.round_to}: "
+            print(f"pof prune: kept channels rounded to a multiple of {opts.round_to}: "
                   f"{100 * meta['channels_removed']:.1f}% of the channels removed "
                   f"({100 * opts.sparsity:g}% asked)")
         say_channel_recovery(model, meta, opts, n0)
@@ -264,11 +269,16 @@ def check_channel_flags(args: argparse.Namespace) -> None:
         raise PofError("--round-to applies to --structure channel only")
     if by_speed:
         args.round_to = rs or list(SPEED_ROUND_TO)
-    elif rs is not None and len(rs) > 1:
-        raise PofError(f"--round-to takes one N with --sparsity, got {args.round_to}; a list "
-                       "is for --speedup / --latency-ms, which measure each")
     else:
-        args.round_to = rs[0] if rs else 1
+        args.round_to = one_round_to(rs)
+
+
+def one_round_to(rs: list[int] | None) -> int:
+    """The one multiple a prune at a given fraction takes (default 1); a list is refused."""
+    if rs is not None and len(rs) > 1:
+        raise PofError(f"--round-to takes one N with --sparsity, got {','.join(map(str, rs))}; "
+                       "a list is for --speedup / --latency-ms, which measure each")
+    return rs[0] if rs else 1
 
 
 def width_by_speed(model, meta: dict, args: argparse.Namespace) -> dict | None:
