@@ -374,8 +374,8 @@ def report(args: argparse.Namespace) -> str:
     models = sorted({k[0] for k in data})
     walls = wall_times(args.docs)
     for model in models:
-        lat_path = args.docs / "structured" / f"latency-{model}.json"
-        lat = json.loads(lat_path.read_text()) if lat_path.is_file() else None
+        rec = measured(args.docs, model)
+        lat = rec["latency"]
         budgets = sorted({k[2] for k in data if k[0] == model and k[2] is not None})
         one = data.get((model, "oneshot", None), [])
         for b in budgets:
@@ -407,7 +407,7 @@ def report(args: argparse.Namespace) -> str:
                     if isinstance(params, int) else
                     f"| {100 * k:g}% | – | {mean_pm(cell(rng, k))} | {ri}– | – | – | – | {m1} "
                     f"| {m64} | {sp} |")
-            lines += ["", *targets(model, b, data, lat, args.docs), ""]
+            lines += ["", *targets(model, b, data, rec), ""]
             costs = {lab: s for lab, s in walls.items() if lab.startswith(f"{model}-")
                      and f"-b{b:g}-" in lab}
             if costs:
@@ -421,11 +421,10 @@ def report(args: argparse.Namespace) -> str:
             lines += [f"Latency ({model}): {lat['runtime']}, {lat['machine']}, median of "
                       f"{lat['repeats']} interleaved rounds, exported range-model widths "
                       f"({lat['source']}); {lat['date']}. {lat.get('note') or ''}", ""]
-        rd_path = args.docs / "structured" / f"rounding-{model}.json"
-        if rd_path.is_file():
+        rd = rec["rounding"]
+        if rd:
             from channel_rounding import multiples, table
 
-            rd = json.loads(rd_path.read_text())
             ns = multiples(rd)
             lines += [f"### Widths rounded to a multiple of {' or '.join(map(str, ns))} "
                       f"(`pof prune --round-to N`)", "",
@@ -433,9 +432,8 @@ def report(args: argparse.Namespace) -> str:
                       f"{rd['repeats']} interleaved rounds, exact and rounded exports timed side "
                       f"by side; {rd['date']}. {rd.get('note') or ''}", "", *table(rd), "",
                       *rounding_noise(rd)]
-        sp_path = args.docs / "structured" / f"speedup-{model}.json"
-        if sp_path.is_file():
-            sp = json.loads(sp_path.read_text())
+        sp = rec["speedup"]
+        if sp:
             if "latency" in sp:
                 la = sp["latency"]
                 lines += [f"`{sp['command']}` picked {100 * la['sparsity']:g}% of channels "
@@ -486,8 +484,17 @@ def best_dedicated(data: dict, model: str, b: float, k: float) -> tuple[float, s
     return max(best) if best else None
 
 
-def targets(model: str, b: float, data: dict, lat: dict | None, docs: Path) -> list[str]:
-    """The issue's targets, each against the measured number."""
+def measured(docs: Path, model: str) -> dict[str, dict | None]:
+    """The archived latency, rounding and ``--speedup`` records of ``model`` (None where
+    not run)."""
+    paths = {name: docs / "structured" / f"{name}-{model}.json"
+             for name in ("latency", "rounding", "speedup")}
+    return {name: json.loads(p.read_text()) if p.is_file() else None
+            for name, p in paths.items()}
+
+
+def targets(model: str, b: float, data: dict, rec: dict[str, dict | None]) -> list[str]:
+    """The issue's targets, each against the measured number (``rec``: :func:`measured`)."""
     out = []
     for kind, label in RANGE_LABELS:
         for k in (0.25, 0.5):
@@ -507,7 +514,7 @@ def targets(model: str, b: float, data: dict, lat: dict | None, docs: Path) -> l
             d = statistics.mean(mine) - statistics.mean(tp)
             out.append(f"- 50%: {label} {'ahead of' if d >= 0 else 'behind'} TP + FT by "
                        f"{abs(d):.2f} at the same epochs (costs: the wall times below).")
-    runs = half_width_speedups(docs, model, lat)
+    runs = half_width_speedups(rec)
     if runs:
         met = sum(x >= 2 for _, x in runs)
         verdict = ("met" if met == len(runs) else "missed" if not met
@@ -517,20 +524,18 @@ def targets(model: str, b: float, data: dict, lat: dict | None, docs: Path) -> l
     return out
 
 
-def half_width_speedups(docs: Path, model: str, lat: dict | None) -> list[tuple[str, float]]:
+def half_width_speedups(rec: dict[str, dict | None]) -> list[tuple[str, float]]:
     """Every measured speed-up of the exact 50% width over dense at batch 64: the latency
-    table's, the rounding run's, the ``--speedup`` run's."""
+    table's, the rounding run's, the ``--speedup`` run's (``rec``: :func:`measured`)."""
     def at_half(rows: list[dict]) -> list[float]:
         return [r["speedup"] for r in rows if r.get("batch", 64) == 64
                 and r.get("round_to", 1) == 1 and abs(r["sparsity"] - 0.5) < 1e-9]
 
-    found = [("latency table", at_half((lat or {}).get("rows", [])))]
-    for name, where in (("rounding", "rounding run"), ("speedup", "--speedup run")):
-        path = docs / "structured" / f"{name}-{model}.json"
-        rec = json.loads(path.read_text()) if path.is_file() else {}
-        rows = rec.get("rows") or ([{**r, "batch": rec["latency"]["batch"]} for r in
-                                    rec["latency"]["table"]] if "latency" in rec else [])
-        found.append((where, at_half(rows)))
+    sp = (rec["speedup"] or {}).get("latency")
+    found = [("latency table", at_half((rec["latency"] or {}).get("rows", []))),
+             ("rounding run", at_half((rec["rounding"] or {}).get("rows", []))),
+             ("--speedup run", at_half([{**r, "batch": sp["batch"]} for r in sp["table"]]
+                                       if sp else []))]
     return [(where, xs[0]) for where, xs in found if xs]
 
 
@@ -541,8 +546,7 @@ def readme_table(args: argparse.Namespace) -> list[str]:
     if not budgets:
         return ["(not run yet)"]
     b = budgets[0]
-    lat_path = args.docs / "structured" / "latency-resnet20.json"
-    lat = json.loads(lat_path.read_text()) if lat_path.is_file() else {}
+    lat = measured(args.docs, "resnet20")["latency"] or {}
     rng, one = data.get(("resnet20", "range", b), []), data.get(("resnet20", "oneshot", None), [])
     rinit = data.get(("resnet20", "rangeinit", b), [])
     out = [f"ResNet-20 from the converged model, {b:g} epochs, mean ± half the range over seeds "
