@@ -35,38 +35,14 @@ WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
 def latencies(ckpt: Path, widths: list[float], round_to: list[int], batches: tuple[int, ...],
               repeats: int) -> list[dict]:
     """Median ms of every (width, multiple in {1, *round_to}) export, per batch,
-    interleaved."""
-    import torch
-
-    from pof.export.latency import _at_width, interleaved_medians
-    from pof.export.onnx import export_onnx, session
+    interleaved; a rounding that changes nothing is measured again (the noise floor)."""
+    from pof.export.latency import width_latencies
     from pof.training.checkpoint import model_from_checkpoint, read_meta
     from pof.workflows.steps import example_input
 
     model, _ = model_from_checkpoint(ckpt)
-    example = example_input(read_meta(ckpt))
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {}
-        for k in widths:
-            for r in sorted({1, *round_to}):
-                m = _at_width(model, k, example, "pof", None, r)
-                files[(k, r)] = (Path(tmp) / f"w{k:g}-r{r}.onnx",
-                                 sum(p.numel() for p in m.parameters()),
-                                 [c.out_channels for c in m.modules()
-                                  if isinstance(c, torch.nn.Conv2d)])
-                export_onnx(m, files[(k, r)][0], example, check=False)
-        sessions = {key: session(f, 1) for key, (f, _, _) in files.items()}
-        for batch in batches:
-            feed = {"input": torch.randn(batch, *example.shape[1:]).numpy()}
-            runners = {key: (lambda s=s, feed=feed: s.run(None, feed))
-                       for key, s in sessions.items()}
-            med = interleaved_medians(runners, repeats)
-            dense = med[(0.0, 1)]
-            rows += [{"sparsity": k, "round_to": r, "batch": batch, "ms": 1000 * med[(k, r)],
-                      "speedup": dense / med[(k, r)], "params": files[(k, r)][1],
-                      "channels": files[(k, r)][2]} for (k, r) in files]
-    return rows
+    return width_latencies(model, example_input(read_meta(ckpt)), widths, batch=batches,
+                           repeats=repeats, round_to=sorted({1, *round_to}), dedupe=False)
 
 
 def accuracy(ckpt: Path, k: float, round_to: int, data: str) -> float:

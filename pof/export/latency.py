@@ -78,33 +78,40 @@ def _at_width(model: nn.Module, sparsity: float, example: Tensor, importance: st
 
 
 def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequence[float],
-                    batch: int = 1, threads: int = 1, repeats: int = 10,
+                    batch: int | Sequence[int] = 1, threads: int = 1, repeats: int = 10,
                     importance: str = "pof", exclude: Any = None,
-                    round_to: int | str | Sequence[int] = 1) -> list[dict[str, Any]]:
+                    round_to: int | str | Sequence[int] = 1, dedupe: bool = True
+                    ) -> list[dict[str, Any]]:
     """Export ``model`` with each fraction of ``sparsities`` of its channels removed, each
     group's kept channels rounded to each multiple of ``round_to`` (1: exactly the fraction;
-    ``"8,16"`` or ``(1, 8, 16)``: several), and time every distinct export in onnxruntime
-    at ``batch`` on ``threads`` threads, interleaved (:func:`interleaved_medians`). The
-    dense model is always measured, first: the baseline. ``model`` is left as it is.
-    Returns one row per distinct model: ``sparsity``, ``round_to``, ``params``,
-    ``channels`` (each conv's output channels), ``ms`` (median per forward) and
-    ``speedup`` (dense ms / ms). A candidate whose parameter shapes equal an earlier row's
-    is that model and has no row of its own (a fraction can so appear under an earlier
-    label); one that would empty a channel group has none either."""
+    ``"8,16"`` or ``(1, 8, 16)``: several), and time every export in onnxruntime at each
+    ``batch`` (one or several) on ``threads`` threads, interleaved
+    (:func:`interleaved_medians`, one set of rounds per batch). The dense model is always
+    measured, first: the baseline. ``model`` is left as it is.
+    Returns one row per model and batch: ``sparsity``, ``round_to``, ``batch``, ``params``,
+    ``channels`` (each conv's output channels), ``ms`` (median per forward) and ``speedup``
+    (dense ms / ms at that batch). With ``dedupe``, a candidate whose parameter shapes equal
+    an earlier row's is that model and has no row of its own (a fraction can so appear
+    under an earlier label); one that would empty a channel group has none either."""
     from ..core.channels import round_to_list
 
     require("onnxruntime", "measuring latency")
-    check_whole("batch", batch, 1)
+    batches = [batch] if isinstance(batch, int) else list(batch)
+    if not batches:
+        raise PofError("batch: give at least one batch size")
+    for b in batches:
+        check_whole("batch", b, 1)
     rs = round_to_list(round_to)
     if rs is None:
         raise PofError("round_to: give at least one multiple")
     example = example_inputs.detach().cpu()
-    x = {"input": torch.randn(batch, *example.shape[1:]).numpy()}
     todo = [(0.0, 1)] + [(s, r) for s in sorted({0.0, *map(float, sparsities)}) for r in rs]
-    rows: dict[tuple[float, int], dict[str, Any]] = {}
-    runners, seen = {}, set()
+    models: dict[tuple[float, int], dict[str, Any]] = {}
+    sessions, seen = {}, set()
     with tempfile.TemporaryDirectory() as tmp:
         for s, r in todo:
+            if (s, r) in models:
+                continue
             try:
                 m = _at_width(model, s, example, importance, exclude, r)
             except PofError:  # a group would lose every channel: not a width of it
@@ -112,21 +119,25 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
                     raise
                 continue
             shape = tuple(tuple(p.shape) for p in m.parameters())
-            if shape in seen:  # the same model as an earlier row
+            if dedupe and shape in seen:  # the same model as an earlier row
                 continue
             seen.add(shape)
-            rows[(s, r)] = {"sparsity": s, "round_to": r,
-                            "params": sum(p.numel() for p in m.parameters()),
-                            "channels": [c.out_channels for c in m.modules()
-                                         if isinstance(c, nn.Conv2d)]}
-            path = Path(tmp) / f"w{len(runners)}.onnx"
+            models[(s, r)] = {"sparsity": s, "round_to": r,
+                              "params": sum(p.numel() for p in m.parameters()),
+                              "channels": [c.out_channels for c in m.modules()
+                                           if isinstance(c, nn.Conv2d)]}
+            path = Path(tmp) / f"w{len(sessions)}.onnx"
             export_onnx(m, path, example, check=False)
-            sess = session(path, threads)
-            runners[(s, r)] = (lambda sess=sess: sess.run(None, x))
-        med = interleaved_medians(runners, repeats)
-    dense = med[(0.0, 1)]
-    return [{**row, "ms": 1000 * med[key], "speedup": dense / med[key]}
-            for key, row in rows.items()]
+            sessions[(s, r)] = session(path, threads)
+        rows = []
+        for b in batches:
+            x = {"input": torch.randn(b, *example.shape[1:]).numpy()}
+            med = interleaved_medians({k: (lambda sess=sess, x=x: sess.run(None, x))
+                                       for k, sess in sessions.items()}, repeats)
+            dense = med[(0.0, 1)]
+            rows += [{**row, "batch": b, "ms": 1000 * med[key], "speedup": dense / med[key]}
+                     for key, row in models.items()]
+    return rows
 
 
 def pick_width(rows: list[dict[str, Any]], speedup: float | None = None,

@@ -307,6 +307,14 @@ def test_width_that_would_empty_a_group_is_skipped_and_pattern_metadata():
     assert len(rows) == 2  # 0.5 keeps 16 / 32 / 64: multiples of 8 and 16 already
     rows = width_latencies(model, X, [0.3], round_to="8", repeats=1)  # no exact 0.3
     assert [(r["sparsity"], r["round_to"]) for r in rows] == [(0.0, 1), (0.3, 8)]
+    # several batches, every rounding measured (the bench's noise floor): one set per batch
+    rows = width_latencies(model, X, [0.5], batch=(1, 2), round_to=(1, 8), repeats=1,
+                           dedupe=False)
+    assert [(r["batch"], r["sparsity"], r["round_to"]) for r in rows] == [
+        (b, s, r) for b in (1, 2) for s in (0.0, 0.5) for r in (1, 8)]
+    assert [r["speedup"] for r in rows if (r["sparsity"], r["round_to"]) == (0.0, 1)] == [1, 1]
+    with pytest.raises(PofError, match="at least one batch"):
+        width_latencies(model, X, [0.5], batch=(), repeats=1)
     meta = deploy_metadata({"pruned": {"pattern": "2:4", "structure": "weight"}})
     assert (meta["pof.sparsity"], meta["pof.width"], meta["pof.pattern"]) == ("0.5", "1", "2:4")
 
