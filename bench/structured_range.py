@@ -15,7 +15,9 @@ From the converged ResNet-20 (../shared/pretrained), for each budget B (epochs) 
 - oneshot (no training, once): the pretrained model pruned at each k by magnitude, mean
   recovery and BatchNorm re-estimation.
 
-Then the onnxruntime latency of the range model's exported widths (batch 1 and 64,
+Each model's starting checkpoint is evaluated once (its top-1 heads the page; a pof run
+folder that trained it keeps its config and metrics in the archive). Then the onnxruntime
+latency of the range model's exported widths (batch 1 and 64,
 interleaved, one thread) and ``pof prune --speedup 2 --latency-batch 64`` on it.
 MobileNetV2-CIFAR (depthwise groups) runs the range model, tp and oneshot at 25% and 50%
 with ``--mobilenet-init CONVERGED.safetensors`` (one seed).
@@ -236,6 +238,26 @@ def run_oneshot(model: str, init: str, widths, args, log):
     archive(name, out, rows, args, log)
 
 
+def record_start(model: str, init: str | None, args, log) -> None:
+    """The starting model's test top-1 (``pof eval``), once: start-<model>.json. Where a pof
+    run folder trained it, its config and metrics are kept beside (the commands and wall
+    time of such a pretrain go in commands.jsonl by hand: it may span sessions)."""
+    path = args.docs / "structured" / f"start-{model}.json"
+    if init is None or path.is_file():
+        return
+    text = run_out(pof("eval", str(init), "--data", str(args.data), *device(args)), log)
+    rec = {"checkpoint": portable(str(Path(init).resolve())), "top1": top1_after(text)}
+    run = Path(init).resolve().parent
+    if all((run / f).is_file() for f in KEEP):
+        keep = args.docs / "structured" / run.name
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in KEEP:
+            shutil.copyfile(run / f, keep / f)
+        rec["trained"] = run.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec, indent=1) + "\n")
+
+
 # ---------------------------------------------------------------- latency
 def measure_latency(model: str, widths, args, log) -> None:
     """onnxruntime latency of the range model's exported widths (seed 0, first budget),
@@ -376,6 +398,12 @@ def report(args: argparse.Namespace) -> str:
     for model in models:
         rec = measured(args.docs, model)
         lat = rec["latency"]
+        st = rec["start"]
+        if st:
+            how = (f"; trained by pof, its config and metrics in `structured/{st['trained']}/`"
+                   if "trained" in st else "")
+            lines += [f"Starting model ({model}): `{st['checkpoint']}`, top-1 {st['top1']:.2f}%"
+                      f"{how}.", ""]
         budgets = sorted({k[2] for k in data if k[0] == model and k[2] is not None})
         one = data.get((model, "oneshot", None), [])
         for b in budgets:
@@ -485,10 +513,10 @@ def best_dedicated(data: dict, model: str, b: float, k: float) -> tuple[float, s
 
 
 def measured(docs: Path, model: str) -> dict[str, dict | None]:
-    """The archived latency, rounding and ``--speedup`` records of ``model`` (None where
-    not run)."""
+    """The archived starting-model, latency, rounding and ``--speedup`` records of
+    ``model`` (None where not run)."""
     paths = {name: docs / "structured" / f"{name}-{model}.json"
-             for name in ("latency", "rounding", "speedup")}
+             for name in ("start", "latency", "rounding", "speedup")}
     return {name: json.loads(p.read_text()) if p.is_file() else None
             for name, p in paths.items()}
 
@@ -612,6 +640,7 @@ def main(argv: list[str] | None = None) -> None:
                          args.seeds[:1], args.budgets[:1]))
         for model, start, ws, seeds, budgets in plan:
             args.model = model
+            record_start(model, start, args, log)
             if "oneshot" in arms and start:
                 run_oneshot(model, start, ws, args, log)
             for b in budgets:

@@ -461,3 +461,32 @@ def test_structured_report_states_each_range_variant_against_the_best_dedicated(
     assert "the dense model's identical exports timed 0% apart" in page
     assert ("- 50% at batch 64, faster than dense in onnxruntime: 1.67x (rounding run) "
             "(target >= 2: missed).") in page
+
+
+def test_structured_bench_records_the_starting_model(tmp_path):
+    """bench/structured_range.py: the starting model's top-1 is measured once (pof eval), the
+    pof run folder that trained it keeps its config and metrics in the archive, and the page
+    names it."""
+    from pof.cli import main
+
+    bench = load_bench("structured_range")
+    run = tmp_path / "runs" / "small-pretrain"
+    assert main(["train", "--model", "small_cnn", "--data", "digits", "--max-steps", "3",
+                 "--batch-size", "32", "--workers", "0", "--no-progress",
+                 "--out", str(run)]) == 0
+    args = bench.argparse.Namespace(docs=tmp_path / "docs", data="digits", device=None)
+    log = tmp_path / "commands.jsonl"
+    bench.record_start("small_cnn", str(run / "last.safetensors"), args, log)
+    rec = json.loads((tmp_path / "docs" / "structured" / "start-small_cnn.json").read_text())
+    assert 0 <= rec["top1"] <= 100 and rec["trained"] == "small-pretrain"
+    kept = tmp_path / "docs" / "structured" / "small-pretrain"
+    assert (kept / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    assert " -m pof eval " in json.loads(log.read_text().splitlines()[0])["cmd"]
+    bench.record_start("small_cnn", "/nowhere.safetensors", args, log)  # once: not re-run
+    assert len(log.read_text().splitlines()) == 1
+    (kept.parent / "small_cnn-range-b1-s0").mkdir()
+    (kept.parent / "small_cnn-range-b1-s0" / "deploy.json").write_text(json.dumps(
+        [{"sparsity": 0.0, "top1": 50.0, "params": 10}]))
+    page = bench.report(args)
+    assert (f"Starting model (small_cnn): `{rec['checkpoint']}`, top-1 {rec['top1']:.2f}%; "
+            "trained by pof, its config and metrics in `structured/small-pretrain/`.") in page
