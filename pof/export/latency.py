@@ -85,14 +85,13 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
     """Export ``model`` with each fraction of ``sparsities`` of its channels removed, each
     group's kept channels rounded to each multiple of ``round_to`` (1: exactly the fraction;
     ``"8,16"`` or ``(1, 8, 16)``: several), and time every export in onnxruntime at each
-    ``batch`` (one or several) on ``threads`` threads, interleaved
-    (:func:`interleaved_medians`, one set of rounds per batch). The dense model is always
-    measured, first: the baseline. ``model`` is left as it is.
+    ``batch`` (one or several) on ``threads`` threads, interleaved per batch
+    (:func:`interleaved_medians`). The dense model is measured first: the baseline.
     Returns one row per model and batch: ``sparsity``, ``round_to``, ``batch``, ``params``,
     ``channels`` (each conv's output channels), ``ms`` (median per forward) and ``speedup``
-    (dense ms / ms at that batch). With ``dedupe``, a candidate whose parameter shapes equal
-    an earlier row's is that model and has no row of its own (a fraction can so appear
-    under an earlier label); one that would empty a channel group has none either."""
+    (dense ms / ms at that batch). With ``dedupe``, a candidate with an earlier row's
+    parameter shapes is that model and gets no row (a fraction can so appear under an
+    earlier label); nor does one that would empty a channel group. ``model`` is unchanged."""
     from ..core.channels import round_to_list
 
     require("onnxruntime", "measuring latency")
@@ -110,7 +109,7 @@ def width_latencies(model: nn.Module, example_inputs: Tensor, sparsities: Sequen
     sessions, seen = {}, set()
     with tempfile.TemporaryDirectory() as tmp:
         for s, r in todo:
-            if (s, r) in models:
+            if (s, r) in models:  # the dense model, asked for again
                 continue
             try:
                 m = _at_width(model, s, example, importance, exclude, r)
