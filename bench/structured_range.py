@@ -52,7 +52,7 @@ from runner import DATA, PRETRAINED, ROOT, append_new, host, inject, pof, portab
 
 BN_RECAL = 20
 WIDTHS = (0.0, 0.125, 0.25, 0.375, 0.5)
-MOBILE_WIDTHS = (0.25, 0.5)
+MOBILE, MOBILE_WIDTHS = "mobilenet_v2_cifar", (0.25, 0.5)
 RANGE_LABELS = (("range", "range model"), ("rangeinit", "range, frozen teacher"))
 ARM_KINDS = ("range", "rangeinit", "pof", "tp", "tpgn", "oneshot")
 KEEP = ("config.yaml", "metrics.jsonl")
@@ -393,7 +393,7 @@ def report(args: argparse.Namespace) -> str:
              f"magnitude with mean recovery and BatchNorm re-estimation ({BN_RECAL} batches), "
              "no training.",
              ""]
-    models = sorted({k[0] for k in data})
+    models = sorted({k[0] for k in data}, key=lambda m: (m == MOBILE, m))  # MobileNet last
     walls = wall_times(args.docs)
     for model in models:
         rec = measured(args.docs, model)
@@ -568,30 +568,40 @@ def half_width_speedups(rec: dict[str, dict | None]) -> list[tuple[str, float]]:
 
 
 def readme_table(args: argparse.Namespace) -> list[str]:
-    """The README's width -> accuracy -> latency rows: ResNet-20 at its first budget."""
+    """The README's width -> accuracy -> latency rows at each model's first budget: ResNet-20,
+    then MobileNetV2-CIFAR where archived."""
     data = collect(args.docs)
-    budgets = sorted({k[2] for k in data if k[0] == "resnet20" and k[1] == "range"})
+    out = []
+    for model, name in (("resnet20", "ResNet-20"), (MOBILE, "MobileNetV2-CIFAR")):
+        rows = readme_rows(data, args, model, name)
+        out += ([""] if out and rows else []) + rows
+    return out or ["(not run yet)"]
+
+
+def readme_rows(data: dict, args: argparse.Namespace, model: str, name: str) -> list[str]:
+    """One model's README table (empty when its range model is not archived)."""
+    budgets = sorted({k[2] for k in data if k[0] == model and k[1] in ("range", "rangeinit")})
     if not budgets:
-        return ["(not run yet)"]
+        return []
     b = budgets[0]
-    lat = measured(args.docs, "resnet20")["latency"] or {}
-    rng, one = data.get(("resnet20", "range", b), []), data.get(("resnet20", "oneshot", None), [])
-    rinit = data.get(("resnet20", "rangeinit", b), [])
-    out = [f"ResNet-20 from the converged model, {b:g} epochs, mean ± half the range over seeds "
+    lat = measured(args.docs, model)["latency"] or {}
+    rng, one = data.get((model, "range", b), []), data.get((model, "oneshot", None), [])
+    rinit = data.get((model, "rangeinit", b), [])
+    out = [f"{name} from the converged model, {b:g} epochs, mean ± half the range over seeds "
            "(count in brackets), no fine-tuning (Torch-Pruning: fine-tuned for the same "
            f"epochs); onnxruntime latency at batch 64 on {lat.get('machine', 'this machine')}:",
            "", "| channels removed | params | range model | "
            + ("range, frozen teacher | " if rinit else "")
            + "best model for this width | one-shot + BN | ms (b64) | speed-up |",
            "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if rinit else "")]
-    for k in sorted({r["sparsity"] for r in rng}):
-        best = best_dedicated(data, "resnet20", b, k)
+    for k in sorted({r["sparsity"] for r in rng + rinit}):
+        best = best_dedicated(data, model, b, k)
         who = best and (f"pof {100 * k:g}%" if best[1] == "pof" else best[1])
         top = f"{best[0]:.2f} ({who})" if best else "–"
         ri = f"{mean_pm(cell(rinit, k))} | " if rinit else ""
         ms = [r for r in lat.get("rows", []) if r["batch"] == 64
               and abs(r["sparsity"] - k) < 1e-9]
-        params = (cell(rng, k, "params") or ["–"])[0]
+        params = (cell(rng + rinit, k, "params") or ["–"])[0]
         one_k = f"{statistics.mean(cell(one, k)):.2f}" if cell(one, k) else "–"
         m64, sp = (f"{ms[0]['ms']:.1f}", f"{ms[0]['speedup']:.2f}x") if ms else ("–", "–")
         out.append(f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | {ri}{top} "
@@ -636,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
         log.touch()
         plan = [(args.model, init, widths, args.seeds, args.budgets)]
         if args.mobilenet_init:
-            plan.append(("mobilenet_v2_cifar", args.mobilenet_init, [0.0, *MOBILE_WIDTHS],
+            plan.append((MOBILE, args.mobilenet_init, [0.0, *MOBILE_WIDTHS],
                          args.seeds[:1], args.budgets[:1]))
         for model, start, ws, seeds, budgets in plan:
             args.model = model

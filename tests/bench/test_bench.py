@@ -490,3 +490,26 @@ def test_structured_bench_records_the_starting_model(tmp_path):
     page = bench.report(args)
     assert (f"Starting model (small_cnn): `{rec['checkpoint']}`, top-1 {rec['top1']:.2f}%; "
             "trained by pof, its config and metrics in `structured/small-pretrain/`.") in page
+
+
+def test_structured_page_and_readme_put_mobilenet_after_resnet(tmp_path):
+    """bench/structured_range.py: MobileNetV2-CIFAR (frozen-teacher range and TP only) gets
+    its section after ResNet-20's and its own README table, best dedicated = TP + FT."""
+    bench = load_bench("structured_range")
+    root = tmp_path / "structured"
+    for name, rows in (
+            ("resnet20-range-b4-s0", [(0.0, 87.0, 100), (0.5, 81.0, 30)]),
+            ("mobilenet_v2_cifar-rangeinit-b4-s0", [(0.0, 90.0, 200), (0.25, 88.0, 120),
+                                                    (0.5, 85.0, 60)]),
+            ("mobilenet_v2_cifar-tp0.5-b4-s0", [(0.5, 86.0, 60)])):
+        (root / name).mkdir(parents=True)
+        (root / name / "deploy.json").write_text(json.dumps(
+            [{"sparsity": k, "top1": t, "params": n} for k, t, n in rows]))
+    args = bench.argparse.Namespace(docs=tmp_path)
+    page = bench.report(args)
+    assert page.index("## resnet20, 4 epochs") < page.index("## mobilenet_v2_cifar, 4 epochs")
+    assert ("- 50% of channels: range, frozen teacher 85.00 (1 seed(s)) vs best dedicated "
+            "(TP + FT) 86.00: 1.00 behind") in page
+    readme = "\n".join(bench.readme_table(args))
+    assert readme.index("ResNet-20 from") < readme.index("MobileNetV2-CIFAR from")
+    assert "| 50% | 60 | – | 85.00 (1) | 86.00 (TP + FT) | – | – | – |" in readme
