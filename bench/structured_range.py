@@ -17,10 +17,10 @@ From the converged ResNet-20 (../shared/pretrained), for each budget B (epochs) 
 
 Each model's starting checkpoint is evaluated once (its top-1 heads the page; a pof run
 folder that trained it keeps its config and metrics in the archive). Then the onnxruntime
-latency of the range model's exported widths (batch 1 and 64,
-interleaved, one thread) and ``pof prune --speedup 2 --latency-batch 64`` on it.
-MobileNetV2-CIFAR (depthwise groups) runs the range model, tp and oneshot at 25% and 50%
-with ``--mobilenet-init CONVERGED.safetensors`` (one seed).
+latency of the range model's exported widths (batch 1 and 64, interleaved, one thread) and
+``pof prune --speedup 2 --latency-batch 64`` on it (the self-teacher range model, else the
+frozen-teacher one). MobileNetV2-CIFAR (depthwise groups) runs every arm but pof<k> at 25%
+and 50% with ``--mobilenet-init CONVERGED.safetensors`` (one seed, first budget).
 
     python bench/structured_range.py                       # budgets 4,12; seeds 0,1,2
     python bench/structured_range.py --budgets 4 --seeds 0 --arms range,tp
@@ -259,8 +259,17 @@ def record_start(model: str, init: str | None, args, log) -> None:
 
 
 # ---------------------------------------------------------------- latency
+def range_source(model: str, args) -> Path:
+    """The range model the latency and ``--speedup`` checks use (seed 0, first budget): the
+    self-teacher one, else the frozen-teacher one once archived (the same widths, so the
+    same exported shapes)."""
+    names = [run_name(model, arm, args.budgets[0], args.seeds[0]) for arm, _ in RANGE_LABELS]
+    found = [n for n in names if (args.docs / "structured" / n / "deploy.json").is_file()]
+    return args.out / (found or names)[0]
+
+
 def measure_latency(model: str, widths, args, log) -> None:
-    """onnxruntime latency of the range model's exported widths (seed 0, first budget),
+    """onnxruntime latency of the range model's exported widths (:func:`range_source`),
     batch 1 and 64, interleaved; archived as latency-<model>.json."""
     path = args.docs / "structured" / f"latency-{model}.json"
     if path.is_file():
@@ -270,7 +279,7 @@ def measure_latency(model: str, widths, args, log) -> None:
     from pof.export.latency import interleaved_medians, machine, runtime
     from pof.export.onnx import session
 
-    src = args.out / run_name(model, "range", args.budgets[0], args.seeds[0])
+    src = range_source(model, args)
     files = {k: src / f"deploy-{k:g}" / "model.onnx" for k in widths}
     if not all(f.is_file() for f in files.values()):
         print(f"# latency not measured: {src} has not deployed every width")
@@ -300,13 +309,13 @@ def _random(batch: int, shape) -> object:
 
 
 def speedup_check(model: str, args, log) -> None:
-    """``pof prune --speedup 2 --latency-batch 64`` on the range model (seed 0)."""
+    """``pof prune --speedup 2 --latency-batch 64`` on the range model (:func:`range_source`)."""
     path = args.docs / "structured" / f"speedup-{model}.json"
     if path.is_file():
         return
     from pof.training.checkpoint import read_meta
 
-    src = args.out / run_name(model, "range", args.budgets[0], args.seeds[0])
+    src = range_source(model, args)
     out = src / "speedup2"
     if not (src / "final.safetensors").is_file():
         return

@@ -513,3 +513,17 @@ def test_structured_page_and_readme_put_mobilenet_after_resnet(tmp_path):
     readme = "\n".join(bench.readme_table(args))
     assert readme.index("ResNet-20 from") < readme.index("MobileNetV2-CIFAR from")
     assert "| 50% | 60 | – | 85.00 (1) | 86.00 (TP + FT) | – | – | – |" in readme
+
+
+def test_structured_latency_source_falls_back_to_the_frozen_teacher_range(tmp_path):
+    """bench/structured_range.py: latency and --speedup use the self-teacher range model
+    when archived, else the frozen-teacher one (same widths)."""
+    bench = load_bench("structured_range")
+    args = bench.argparse.Namespace(docs=tmp_path / "docs", out=tmp_path / "runs",
+                                    budgets=[4.0], seeds=[0])
+    assert bench.range_source("m", args).name == "m-range-b4-s0"  # nothing archived yet
+    for arm in ("rangeinit", "range"):
+        keep = tmp_path / "docs" / "structured" / f"m-{arm}-b4-s0"
+        keep.mkdir(parents=True)
+        (keep / "deploy.json").write_text("[]")
+        assert bench.range_source("m", args) == tmp_path / "runs" / f"m-{arm}-b4-s0"
