@@ -586,7 +586,8 @@ def readme_table(args: argparse.Namespace) -> list[str]:
 
 
 def readme_rows(data: dict, args: argparse.Namespace, model: str, name: str) -> list[str]:
-    """One model's README table (empty when its range model is not archived)."""
+    """One model's README table (empty when no range model is archived); a range variant
+    not archived for it gets no column."""
     budgets = sorted({k[2] for k in data if k[0] == model and k[1] in ("range", "rangeinit")})
     if not budgets:
         return []
@@ -597,21 +598,22 @@ def readme_rows(data: dict, args: argparse.Namespace, model: str, name: str) -> 
     out = [f"{name} from the converged model, {b:g} epochs, mean ± half the range over seeds "
            "(count in brackets), no fine-tuning (Torch-Pruning: fine-tuned for the same "
            f"epochs); onnxruntime latency at batch 64 on {lat.get('machine', 'this machine')}:",
-           "", "| channels removed | params | range model | "
+           "", "| channels removed | params | " + ("range model | " if rng else "")
            + ("range, frozen teacher | " if rinit else "")
            + "best model for this width | one-shot + BN | ms (b64) | speed-up |",
-           "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if rinit else "")]
+           "|---:|---:|---:|---:|---:|---:|" + "---:|" * (bool(rng) + bool(rinit))]
     for k in sorted({r["sparsity"] for r in rng + rinit}):
         best = best_dedicated(data, model, b, k)
         who = best and (f"pof {100 * k:g}%" if best[1] == "pof" else best[1])
         top = f"{best[0]:.2f} ({who})" if best else "–"
-        ri = f"{mean_pm(cell(rinit, k))} | " if rinit else ""
+        ri = (f"{mean_pm(cell(rng, k))} | " if rng else "") + (
+            f"{mean_pm(cell(rinit, k))} | " if rinit else "")
         ms = [r for r in lat.get("rows", []) if r["batch"] == 64
               and abs(r["sparsity"] - k) < 1e-9]
         params = (cell(rng + rinit, k, "params") or ["–"])[0]
         one_k = f"{statistics.mean(cell(one, k)):.2f}" if cell(one, k) else "–"
         m64, sp = (f"{ms[0]['ms']:.1f}", f"{ms[0]['speedup']:.2f}x") if ms else ("–", "–")
-        out.append(f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | {ri}{top} "
+        out.append(f"| {100 * k:g}% | {params:,} | {ri}{top} "
                    f"| {one_k} | {m64} | {sp} |")
     return out
 
