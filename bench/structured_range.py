@@ -129,14 +129,19 @@ def run_name(model: str, arm: str, budget: float | None, seed: int | None) -> st
     return f"{model}-{arm}{b}{s}"
 
 
+def keep_files(src: Path, dest: Path) -> None:
+    """Copy the run files worth keeping (``KEEP``) that ``src`` has into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in KEEP:
+        if (src / f).is_file():
+            shutil.copyfile(src / f, dest / f)
+
+
 def archive(name: str, out: Path, rows: list[dict], args: argparse.Namespace, log: Path
             ) -> None:
     """Keep a finished run's small files and its commands under docs/results/structured/."""
     keep = args.docs / "structured" / name
-    keep.mkdir(parents=True, exist_ok=True)
-    for f in KEEP:
-        if (out / f).is_file():
-            shutil.copyfile(out / f, keep / f)
+    keep_files(out, keep)
     (keep / "deploy.json").write_text(json.dumps(rows, indent=1) + "\n")
     append_new(log, args.docs / "structured" / "commands.jsonl", lambda cmd: ran(cmd, name))
 
@@ -193,9 +198,7 @@ def run_tp(model: str, init: str, budget: float, seed: int, k: float, args, log)
                           *device(args)), ft, log)
     top1 = top1_after(run_out(pof("eval", str(ckpt), "--data", str(args.data),
                                   *device(args)), log))
-    for f in KEEP:
-        if (ft / f).is_file():
-            shutil.copyfile(ft / f, out / f)
+    keep_files(ft, out)
     archive(name, out, [{**row0, "top1_no_ft": row0["top1"], "top1": top1}], args, log)
 
 
@@ -220,9 +223,7 @@ def run_tpgn(model: str, init: str, budget: float, seed: int, k: float, args, lo
     top1 = top1_after(run_out(pof("eval", str(ckpt), "--data", str(args.data),
                                   *device(args)), log))
     res = json.loads((reg / "result.json").read_text())
-    for f in KEEP:
-        if (ft / f).is_file():
-            shutil.copyfile(ft / f, out / f)
+    keep_files(ft, out)
     archive(name, out, [{"sparsity": k, "top1": top1, "params": res["params"],
                          "top1_no_ft": res["top1_pruned"]}], args, log)
 
@@ -249,10 +250,7 @@ def record_start(model: str, init: str | None, args, log) -> None:
     rec = {"checkpoint": portable(str(Path(init).resolve())), "top1": top1_after(text)}
     run = Path(init).resolve().parent
     if all((run / f).is_file() for f in KEEP):
-        keep = args.docs / "structured" / run.name
-        keep.mkdir(parents=True, exist_ok=True)
-        for f in KEEP:
-            shutil.copyfile(run / f, keep / f)
+        keep_files(run, args.docs / "structured" / run.name)
         rec["trained"] = run.name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec, indent=1) + "\n")
@@ -588,7 +586,8 @@ def readme_table(args: argparse.Namespace) -> list[str]:
 
 
 def readme_rows(data: dict, args: argparse.Namespace, model: str, name: str) -> list[str]:
-    """One model's README table (empty when its range model is not archived)."""
+    """One model's README table (empty when no range model is archived); a range variant
+    not archived for it gets no column."""
     budgets = sorted({k[2] for k in data if k[0] == model and k[1] in ("range", "rangeinit")})
     if not budgets:
         return []
@@ -599,21 +598,22 @@ def readme_rows(data: dict, args: argparse.Namespace, model: str, name: str) -> 
     out = [f"{name} from the converged model, {b:g} epochs, mean ± half the range over seeds "
            "(count in brackets), no fine-tuning (Torch-Pruning: fine-tuned for the same "
            f"epochs); onnxruntime latency at batch 64 on {lat.get('machine', 'this machine')}:",
-           "", "| channels removed | params | range model | "
+           "", "| channels removed | params | " + ("range model | " if rng else "")
            + ("range, frozen teacher | " if rinit else "")
            + "best model for this width | one-shot + BN | ms (b64) | speed-up |",
-           "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if rinit else "")]
+           "|---:|---:|---:|---:|---:|---:|" + "---:|" * (bool(rng) + bool(rinit))]
     for k in sorted({r["sparsity"] for r in rng + rinit}):
         best = best_dedicated(data, model, b, k)
         who = best and (f"pof {100 * k:g}%" if best[1] == "pof" else best[1])
         top = f"{best[0]:.2f} ({who})" if best else "–"
-        ri = f"{mean_pm(cell(rinit, k))} | " if rinit else ""
+        ri = (f"{mean_pm(cell(rng, k))} | " if rng else "") + (
+            f"{mean_pm(cell(rinit, k))} | " if rinit else "")
         ms = [r for r in lat.get("rows", []) if r["batch"] == 64
               and abs(r["sparsity"] - k) < 1e-9]
         params = (cell(rng + rinit, k, "params") or ["–"])[0]
         one_k = f"{statistics.mean(cell(one, k)):.2f}" if cell(one, k) else "–"
         m64, sp = (f"{ms[0]['ms']:.1f}", f"{ms[0]['speedup']:.2f}x") if ms else ("–", "–")
-        out.append(f"| {100 * k:g}% | {params:,} | {mean_pm(cell(rng, k))} | {ri}{top} "
+        out.append(f"| {100 * k:g}% | {params:,} | {ri}{top} "
                    f"| {one_k} | {m64} | {sp} |")
     return out
 

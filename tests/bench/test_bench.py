@@ -512,7 +512,10 @@ def test_structured_page_and_readme_put_mobilenet_after_resnet(tmp_path):
             "(TP + FT) 86.00: 1.00 behind") in page
     readme = "\n".join(bench.readme_table(args))
     assert readme.index("ResNet-20 from") < readme.index("MobileNetV2-CIFAR from")
-    assert "| 50% | 60 | – | 85.00 (1) | 86.00 (TP + FT) | – | – | – |" in readme
+    mobile = readme[readme.index("MobileNetV2-CIFAR from"):]
+    assert "| channels removed | params | range, frozen teacher | best model" in mobile
+    assert "| 50% | 60 | 85.00 (1) | 86.00 (TP + FT) | – | – | – |" in mobile
+    assert "| 50% | 30 | 81.00 (1) | – | – | – | – |" in readme  # ResNet: self teacher only
 
 
 def test_structured_latency_source_falls_back_to_the_frozen_teacher_range(tmp_path):
