@@ -595,19 +595,19 @@ def readme_rows(data: dict, args: argparse.Namespace, model: str, name: str) -> 
     lat = measured(args.docs, model)["latency"] or {}
     rng, one = data.get((model, "range", b), []), data.get((model, "oneshot", None), [])
     rinit = data.get((model, "rangeinit", b), [])
+    variants = [(lab, rs) for lab, rs in (("range model", rng), ("range, frozen teacher", rinit))
+                if rs]
     out = [f"{name} from the converged model, {b:g} epochs, mean ± half the range over seeds "
            "(count in brackets), no fine-tuning (Torch-Pruning: fine-tuned for the same "
            f"epochs); onnxruntime latency at batch 64 on {lat.get('machine', 'this machine')}:",
-           "", "| channels removed | params | " + ("range model | " if rng else "")
-           + ("range, frozen teacher | " if rinit else "")
+           "", "| channels removed | params | " + "".join(f"{lab} | " for lab, _ in variants)
            + "best model for this width | one-shot + BN | ms (b64) | speed-up |",
-           "|---:|---:|---:|---:|---:|---:|" + "---:|" * (bool(rng) + bool(rinit))]
+           "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(variants)]
     for k in sorted({r["sparsity"] for r in rng + rinit}):
         best = best_dedicated(data, model, b, k)
         who = best and (f"pof {100 * k:g}%" if best[1] == "pof" else best[1])
         top = f"{best[0]:.2f} ({who})" if best else "–"
-        ri = (f"{mean_pm(cell(rng, k))} | " if rng else "") + (
-            f"{mean_pm(cell(rinit, k))} | " if rinit else "")
+        ri = "".join(f"{mean_pm(cell(rs, k))} | " for _, rs in variants)
         ms = [r for r in lat.get("rows", []) if r["batch"] == 64
               and abs(r["sparsity"] - k) < 1e-9]
         params = (cell(rng + rinit, k, "params") or ["–"])[0]
